@@ -1,0 +1,147 @@
+"""Command line: `transrec train | evaluate | recommend | data synth`.
+
+User errors (`TransrecError`) print one line and exit 2; anything else is a bug and keeps its
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from transrec.errors import TransrecError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="transrec", description="Universal user representations for recommendation.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a model from a config")
+    train.add_argument("--config", help="YAML config (defaults if omitted)")
+    train.add_argument("--output-dir", help="run folder (default runs/<name>)")
+    train.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-4")
+
+    evaluate = sub.add_parser("evaluate", help="evaluate a saved model on a config's data")
+    evaluate.add_argument("--model", required=True, help="model folder or Hub repo id")
+    evaluate.add_argument("--config", help="YAML config naming the data and protocol")
+    evaluate.add_argument("--split", choices=["valid", "test"], default="test")
+    evaluate.add_argument("--output", help="write the metrics as JSON here")
+    evaluate.add_argument("overrides", nargs="*")
+
+    recommend = sub.add_parser("recommend", help="top-k items for one user's history")
+    recommend.add_argument("--model", required=True)
+    recommend.add_argument("--items", required=True, help="comma-separated item ids, oldest first")
+    recommend.add_argument("-k", type=int, default=10)
+    recommend.add_argument("--keep-seen", action="store_true", help="allow items already in the history")
+
+    data = sub.add_parser("data", help="dataset tools")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    synth = data_sub.add_parser("synth", help="write the synthetic multimodal world to a folder")
+    synth.add_argument("out_dir")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--users", type=int, default=1000)
+    synth.add_argument("--overwrite", action="store_true")
+    info = data_sub.add_parser("info", help="load a dataset through a config and print its summary")
+    info.add_argument("--config")
+    info.add_argument("overrides", nargs="*")
+    return parser
+
+
+def cmd_train(args) -> None:
+    from transrec.config import load_config
+    from transrec.evaluation.metrics import format_table
+    from transrec.training.trainer import train
+
+    cfg = load_config(args.config, args.overrides)
+    out = Path(args.output_dir or Path("runs") / cfg.name)
+    result = train(cfg, out, resume=args.resume)
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        rows = {f"{cfg.model.name} ({split})": result.metrics[split] for split in ("valid", "test")}
+        print(format_table(rows))
+        print(f"run folder: {out}")
+
+
+def cmd_evaluate(args) -> None:
+    from transrec.config import load_config
+    from transrec.data.pipeline import prepare_data
+    from transrec.evaluation.evaluator import evaluate
+    from transrec.evaluation.metrics import format_table
+    from transrec.hub import load_item_ids, load_model
+
+    cfg = load_config(args.config, args.overrides)
+    model = load_model(args.model)
+    data = prepare_data(cfg.data)
+    vocab = load_item_ids(args.model)
+    if vocab != data.dataset.items.ids.to_list():
+        raise TransrecError(f"{args.model}: the model's item vocabulary ({len(vocab)} items) differs from the "
+                            f"dataset's ({data.num_items} items); evaluate on the data it was trained on")
+    cases = data.split.test if args.split == "test" else data.split.valid
+    metrics = evaluate(model, cases, cfg.eval, max_len=cfg.data.max_len)
+    print(format_table({f"{args.model} ({args.split})": metrics}))
+    if args.output:
+        Path(args.output).write_text(json.dumps({args.split: metrics}, indent=2))
+
+
+def cmd_recommend(args) -> None:
+    import torch
+
+    from transrec.data.schema import IdMap
+    from transrec.data.sequences import left_pad
+    from transrec.hub import load_item_ids, load_model
+
+    model = load_model(args.model)
+    vocab = IdMap(load_item_ids(args.model))
+    history = vocab.encode([s.strip() for s in args.items.split(",") if s.strip()])
+    if len(history) == 0:
+        raise TransrecError("--items is empty")
+    model.eval()
+    with torch.no_grad():
+        users = model.encode_users({"items": left_pad([history[-model.max_len:]])})
+        scores = model.score(users, model.all_item_vectors())[0]
+        scores[0] = float("-inf")
+        if not args.keep_seen:
+            scores[torch.as_tensor(history)] = float("-inf")
+        top = torch.topk(scores, min(args.k, vocab.__len__())).indices.tolist()
+    for rank, idx in enumerate(top, 1):
+        print(f"{rank}\t{vocab.ids[idx]}\t{scores[idx]:.4f}")
+
+
+def cmd_data(args) -> None:
+    if args.data_command == "synth":
+        from transrec.data.synthetic import WorldConfig, generate_world
+
+        path = generate_world(args.out_dir, WorldConfig(seed=args.seed, num_users=args.users), overwrite=args.overwrite)
+        print(f"wrote {path}")
+    elif args.data_command == "info":
+        from transrec.config import load_config
+        from transrec.data.pipeline import prepare_data
+
+        cfg = load_config(args.config, args.overrides)
+        data = prepare_data(cfg.data)
+        print(data.dataset.summary())
+        print(f"after filtering and split: {data.split.num_users} users")
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "recommend": cmd_recommend, "data": cmd_data}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except TransrecError as err:
+        print(f"transrec: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("transrec: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""Run configuration: dataclasses loaded from YAML plus dotted command-line overrides.
+
+Unknown keys are errors (naming the nearest valid key) and values are coerced to the
+field's declared type, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from transrec.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    source: str = "synthetic"  # synthetic | folder | movielens | peterrec
+    path: str | None = None  # dataset folder (folder), GroupLens folder (movielens), output folder (synthetic)
+    variant: str = "ml-100k"  # movielens variant when `path` is a GroupLens folder
+    pretrain: str | None = None  # peterrec pretraining file
+    finetune: str | None = None  # peterrec fine-tune file
+    domain: str | None = None  # keep only interactions with items of this domain
+    max_len: int = 50  # most recent items kept per input sequence
+    min_user_interactions: int = 3  # leave-one-out needs train + valid + test items
+    k_core: int = 0  # iterative k-core filter on users and items (0 = off)
+    synthetic_seed: int = 0
+    synthetic_users: int = 1000
+
+
+@dataclass
+class ModelConfig:
+    name: str = "sasrec"  # a user encoder (sasrec | nextitnet | gru4rec) or "popularity"
+    item_encoder: str = "id"
+    dim: int = 64
+    num_layers: int = 2  # sasrec, gru4rec
+    num_heads: int = 2  # sasrec
+    dropout: float = 0.2
+    dilations: list[int] = field(default_factory=lambda: [1, 4])  # nextitnet
+    num_repeats: int = 2  # nextitnet: how often the dilation list is stacked
+    kernel_size: int = 3  # nextitnet
+
+
+@dataclass
+class TrainConfig:
+    objective: str = "softmax"  # softmax | sampled_softmax | bce | inbatch
+    num_negatives: int = 256  # sampled_softmax / bce
+    epochs: int = 100
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    scheduler: str = "constant"  # constant | linear | cosine (after warm-up)
+    warmup_steps: int = 0
+    grad_accum: int = 1
+    clip_grad_norm: float = 1.0  # 0 = off
+    mixed_precision: str = "no"  # no | bf16 | fp16 (bf16/fp16 only where the device supports it)
+    patience: int = 10  # evaluations without a better valid NDCG@10 before stopping
+    eval_every: int = 1  # epochs between validations
+    checkpoint_every: int = 0  # optimizer steps between save_state checkpoints (0 = each epoch)
+    max_minutes: float = 0.0  # wall-clock budget for training (0 = none)
+    seed: int = 42
+    tracker: str = "csv"  # csv | tensorboard | none
+    progress: bool = True  # tqdm bars on the main process
+
+
+@dataclass
+class EvalConfig:
+    protocol: str = "full"  # full | sampled_legacy (target vs 99 random negatives, 2020-era papers)
+    ks: list[int] = field(default_factory=lambda: [5, 10, 20])
+    exclude_history: bool = True  # RecBole's sequential full ranking does not exclude them
+    num_negatives: int = 99  # sampled_legacy only
+    batch_size: int = 256
+    chunk_size: int = 65536  # items scored at once
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    name: str = "run"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _unknown_key(key: str, valid: list[str], where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    hint = f"; did you mean '{where}{close[0]}'?" if close else ""
+    return ConfigError(f"unknown config key '{where}{key}'{hint} (valid in this section: {', '.join(valid)})")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert a YAML/CLI value to the declared field type, or raise ConfigError."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            value = [value] if not isinstance(value, str) else yaml.safe_load(f"[{value.strip('[]')}]")
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if value is None or isinstance(value, (dict, list)):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where.rstrip('.') or 'config'}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise _unknown_key(str(key), list(fields), where)
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value or {}, f"{where}{key}.")
+        else:
+            kwargs[key] = _coerce(value, tp, f"{where}{key}")
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted!r}: {part!r} is not a section")
+    node[parts[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """`["train.lr=1e-4", "model.dilations=[1,2]"]` -> nested dict (values parsed as YAML)."""
+    tree: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        _set_dotted(tree, key.strip(), value)
+    return tree
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML file (or start from defaults) and apply dotted overrides."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    values = _merge(values, parse_overrides(overrides or []))
+    return _build(Config, values, "")
+
+
+def config_from_dict(values: dict[str, Any]) -> Config:
+    return _build(Config, values, "")

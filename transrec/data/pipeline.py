@@ -1,0 +1,94 @@
+"""From a `DataConfig` to what training needs: the dataset, filtered sequences, the split."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from transrec.data.schema import Interactions, ItemCatalog, RecDataset
+from transrec.data.splits import LeaveOneOutSplit, filter_sequences, leave_one_out
+from transrec.errors import ConfigError, DataError
+
+SOURCES = ("synthetic", "folder", "movielens", "peterrec")
+
+
+@dataclass
+class PreparedData:
+    dataset: RecDataset
+    split: LeaveOneOutSplit
+
+    @property
+    def num_items(self) -> int:
+        return self.dataset.items.num_items
+
+    def item_counts(self) -> np.ndarray:
+        """Training-split popularity per item index (test and valid items not counted)."""
+        seqs = [s for s in self.split.train if len(s)]
+        flat = np.concatenate(seqs) if seqs else np.zeros(0, np.int64)
+        return np.bincount(flat, minlength=self.num_items + 1).astype(np.float64)
+
+
+def synthetic_folder(seed: int, users: int) -> Path:
+    """Where the generated default world is cached (deterministic, so safe to reuse)."""
+    root = Path(os.environ.get("TRANSREC_CACHE", Path.home() / ".cache" / "transrec"))
+    return root / f"synthetic-seed{seed}-users{users}"
+
+
+def load_raw_dataset(cfg) -> RecDataset:
+    """Load the dataset named by `cfg` (a DataConfig) without filtering or splitting."""
+    if cfg.source == "synthetic":
+        from transrec.data.io import load_dataset_folder
+        from transrec.data.synthetic import WorldConfig, generate_world
+
+        folder = Path(cfg.path) if cfg.path else synthetic_folder(cfg.synthetic_seed, cfg.synthetic_users)
+        if not (folder / "world.json").is_file():
+            generate_world(folder, WorldConfig(seed=cfg.synthetic_seed, num_users=cfg.synthetic_users), overwrite=True)
+        return load_dataset_folder(folder, name=f"synthetic(seed={cfg.synthetic_seed})")
+    if cfg.source not in SOURCES:
+        from transrec.config import _unknown_key
+
+        raise _unknown_key(cfg.source, list(SOURCES), "data.source=")
+    from transrec.data.sources import load_source
+
+    if cfg.source == "folder":
+        if not cfg.path:
+            raise ConfigError("data.source=folder needs data.path (the dataset folder)")
+        return load_source({"source": "folder", "path": cfg.path})
+    if cfg.source == "movielens":
+        return load_source({"source": "movielens", "path": cfg.path, "variant": cfg.variant})
+    if not cfg.pretrain:
+        raise ConfigError("data.source=peterrec needs data.pretrain (the pretraining file)")
+    return load_source({"source": "peterrec", "pretrain": cfg.pretrain})
+
+
+def restrict_to_domain(dataset: RecDataset, domain: str) -> RecDataset:
+    """Keep only the items of one domain (and interactions with them), re-indexed densely."""
+    items = dataset.items
+    if domain not in items.domains():
+        raise ConfigError(f"data.domain={domain!r} not in the dataset's domains {items.domains()}")
+    keep = items.indices_in_domain(domain)
+    remap = np.zeros(items.num_items + 1, dtype=np.int64)
+    remap[keep] = np.arange(1, len(keep) + 1)
+    catalog = ItemCatalog.from_records(
+        [items.ids.ids[i] for i in keep], [items.modality[i] for i in keep], [items.text[i] for i in keep],
+        [items.image[i] for i in keep], [items.domain[i] for i in keep], root=items.root)
+    inter = dataset.interactions
+    mask = remap[inter.item] > 0
+    interactions = Interactions(inter.users, inter.user[mask], remap[inter.item[mask]], inter.timestamp[mask])
+    return RecDataset(f"{dataset.name}[{domain}]", catalog, interactions, dataset.profiles)
+
+
+def prepare_data(cfg) -> PreparedData:
+    dataset = load_raw_dataset(cfg)
+    if cfg.domain:
+        dataset = restrict_to_domain(dataset, cfg.domain)
+    if cfg.max_len < 1:
+        raise ConfigError(f"data.max_len must be >= 1, got {cfg.max_len}")
+    sequences = filter_sequences(dataset.interactions.sequences(), dataset.items.num_items,
+                                 cfg.min_user_interactions, cfg.k_core)
+    if len(dataset.interactions) == 0:
+        raise DataError(f"{dataset.name}: no interactions")
+    return PreparedData(dataset, leave_one_out(sequences))

@@ -1,0 +1,165 @@
+"""Recommenders: the Hub-shareable units every trainer, evaluator and CLI command works with.
+
+Contract (DESIGN.md): `encode_items(items) -> [..., d]`, `encode_users(batch) -> [b, d]` (the
+user state after the last real item), `score(users, items) -> [b, n]`, plus
+`all_item_vectors() -> [n+1, d]` (row 0 = padding) for full softmax and full ranking.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub import PyTorchModelHubMixin
+from safetensors.torch import load_file
+from torch import nn
+
+import transrec.models.item_encoders  # noqa: F401  (registers item encoders)
+import transrec.models.user_encoders  # noqa: F401  (registers user encoders)
+from transrec.errors import CheckpointError
+from transrec.registry import ITEM_ENCODERS, USER_ENCODERS
+
+WEIGHTS_NAME = "model.safetensors"
+HUB_TAGS = ["transrec", "recommendation", "sequential-recommendation"]
+
+
+class StrictSafetensorsMixin(PyTorchModelHubMixin):
+    """Loads weights from `model.safetensors` only, strictly: no pickle, no silent key mismatch."""
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision=None, cache_dir=None, force_download=False,
+                         local_files_only=False, token=None, map_location: str = "cpu", **model_kwargs):
+        model = cls(**model_kwargs)
+        if os.path.isdir(model_id):
+            weights = Path(model_id) / WEIGHTS_NAME
+        else:
+            from huggingface_hub import hf_hub_download
+
+            weights = Path(hf_hub_download(repo_id=model_id, filename=WEIGHTS_NAME, revision=revision,
+                                           cache_dir=cache_dir, force_download=force_download, token=token,
+                                           local_files_only=local_files_only))
+        if not weights.is_file():
+            raise CheckpointError(f"{model_id}: no {WEIGHTS_NAME} (transrec loads safetensors weights only)")
+        try:
+            state = load_file(str(weights), device=map_location)
+        except Exception as err:  # safetensors raises several types for corrupt files
+            raise CheckpointError(f"{weights}: cannot read safetensors file: {err}") from None
+        load_state_strict(model, state, str(weights))
+        return model
+
+
+def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """`load_state_dict(strict=True)` with errors that name the offending tensors."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
+             if k in state and state[k].shape != v.shape]
+    problems = []
+    if missing:
+        problems.append(f"missing tensors: {', '.join(missing[:5])}")
+    if unexpected:
+        problems.append(f"unexpected tensors: {', '.join(unexpected[:5])}")
+    if wrong:
+        problems.append(f"shape mismatch: {'; '.join(wrong[:5])}")
+    if problems:
+        raise CheckpointError(f"{where}: checkpoint does not match the model config ({'; '.join(problems)})")
+    model.load_state_dict(state, strict=True)
+
+
+class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="transrec", tags=HUB_TAGS):
+    """Item encoder + user encoder + dot-product scoring, with tied input/output item vectors."""
+
+    def __init__(self, num_items: int, user_encoder: str = "sasrec", item_encoder: str = "id", dim: int = 64,
+                 max_len: int = 50, encoder_args: dict[str, Any] | None = None, model_type: str = "sequential"):
+        super().__init__()
+        self.num_items = num_items
+        self.max_len = max_len
+        self.item_encoder = ITEM_ENCODERS.create(item_encoder, num_items=num_items, dim=dim)
+        self.user_encoder = USER_ENCODERS.create(user_encoder, dim=dim, max_len=max_len, **(encoder_args or {}))
+
+    def encode_items(self, items: torch.Tensor) -> torch.Tensor:
+        """Vectors for item indices of any shape; each distinct item is encoded once."""
+        unique, inverse = torch.unique(items, return_inverse=True)
+        return self.item_encoder(unique)[inverse]
+
+    def all_item_vectors(self) -> torch.Tensor:
+        if hasattr(self.item_encoder, "all_items"):
+            return self.item_encoder.all_items()
+        return self.item_encoder(torch.arange(self.num_items + 1, device=self._device()))
+
+    def hidden_states(self, items: torch.Tensor) -> torch.Tensor:
+        """[b, L] left-padded item indices -> [b, L, d] causal hidden states."""
+        return self.user_encoder(self.encode_items(items), items > 0)
+
+    def encode_users(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.hidden_states(batch["items"])[:, -1]
+
+    @staticmethod
+    def score(users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return users @ items.T
+
+    def forward(self, items: torch.Tensor, targets: torch.Tensor | None = None, objective: nn.Module | None = None):
+        """Hidden states, or with targets and an objective the training loss over every real position.
+
+        The loss is computed inside `forward` so that DDP sees the whole graph (gradient sync)."""
+        hidden = self.hidden_states(items)
+        if targets is None:
+            return hidden
+        mask = targets > 0
+        return objective(self, hidden[mask], targets[mask])
+
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+
+class PopularityModel(nn.Module, StrictSafetensorsMixin, library_name="transrec", tags=HUB_TAGS):
+    """Most-popular baseline in the same contract: 1-d item vectors log(1 + count), users = 1."""
+
+    def __init__(self, num_items: int, max_len: int = 50, model_type: str = "popularity"):
+        super().__init__()
+        self.num_items = num_items
+        self.max_len = max_len
+        self.register_buffer("counts", torch.zeros(num_items + 1))
+
+    def fit(self, sequences: list[torch.Tensor] | list) -> "PopularityModel":
+        counts = torch.zeros(self.num_items + 1)
+        for seq in sequences:
+            counts += torch.bincount(torch.as_tensor(seq, dtype=torch.long), minlength=self.num_items + 1)[
+                : self.num_items + 1].float()
+        counts[0] = 0
+        self.counts.copy_(counts)
+        return self
+
+    def encode_items(self, items: torch.Tensor) -> torch.Tensor:
+        return torch.log1p(self.counts[items]).unsqueeze(-1)
+
+    def all_item_vectors(self) -> torch.Tensor:
+        return self.encode_items(torch.arange(self.num_items + 1, device=self.counts.device))
+
+    def encode_users(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.ones(batch["items"].shape[0], 1, device=self.counts.device)
+
+    @staticmethod
+    def score(users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return users @ items.T
+
+
+MODEL_TYPES: dict[str, type[nn.Module]] = {"sequential": SequentialRecommender, "popularity": PopularityModel}
+
+
+def build_model(model_cfg, num_items: int, max_len: int) -> nn.Module:
+    """Instantiate the configured model (untrained)."""
+    if model_cfg.name == "popularity":
+        return PopularityModel(num_items=num_items, max_len=max_len)
+    import inspect
+
+    encoder_cls = USER_ENCODERS.get(model_cfg.name)
+    accepted = inspect.signature(encoder_cls.__init__).parameters
+    options = {k: getattr(model_cfg, k) for k in ("num_layers", "num_heads", "dropout", "dilations",
+                                                  "num_repeats", "kernel_size") if k in accepted}
+    return SequentialRecommender(num_items=num_items, user_encoder=model_cfg.name,
+                                 item_encoder=model_cfg.item_encoder, dim=model_cfg.dim, max_len=max_len,
+                                 encoder_args=options)

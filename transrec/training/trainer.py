@@ -1,0 +1,292 @@
+"""One accelerate loop for every model: train, validate, stop early, checkpoint, resume, test once.
+
+Models stay device-agnostic; only this module (and the CLI) talks to accelerate.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from transrec.config import Config
+from transrec.data.pipeline import PreparedData, prepare_data
+from transrec.data.sequences import NextItemDataset, collate_next_item
+from transrec.errors import ConfigError
+from transrec.evaluation.evaluator import compute_ranks, eval_loader
+from transrec.evaluation.metrics import metrics_from_ranks
+from transrec.hub import metrics_markdown, protocol_text, save_model
+from transrec.models.recommender import PopularityModel, build_model
+from transrec.objectives import create_objective
+from transrec.training.checkpoint import (TrainerState, find_checkpoint, load_checkpoint, load_weights,
+                                          save_checkpoint, save_weights_atomic)
+from transrec.training.optim import build_optimizer, build_scheduler
+
+log = logging.getLogger("transrec")
+SELECT_METRIC = "NDCG@10"
+MIXED_PRECISION = ("no", "bf16", "fp16")
+
+
+@dataclass
+class RunResult:
+    metrics: dict
+    output_dir: Path
+
+
+def setup_logging(output_dir: Path, is_main: bool) -> None:
+    logger = logging.getLogger("transrec")
+    logger.setLevel(logging.INFO if is_main else logging.WARNING)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    console = logging.StreamHandler()
+    console.setFormatter(fmt)
+    logger.addHandler(console)
+    if is_main:
+        file = logging.FileHandler(output_dir / "train.log")
+        file.setFormatter(fmt)
+        logger.addHandler(file)
+    logger.propagate = False
+
+
+class CsvTracker:
+    """Appends one row per logged event to `log.csv` (loss curves, validation metrics)."""
+
+    FIELDS = ["kind", "epoch", "step", "seconds", "loss", "lr", "HR@10", "NDCG@10", "MRR@10"]
+
+    def __init__(self, path: Path, enabled: bool):
+        self.path, self.enabled = path, enabled
+        if enabled and not path.exists():
+            with path.open("w", newline="") as f:
+                csv.writer(f).writerow(self.FIELDS)
+
+    def log(self, **row) -> None:
+        if self.enabled:
+            with self.path.open("a", newline="") as f:
+                csv.writer(f).writerow([row.get(k, "") for k in self.FIELDS])
+
+
+def make_accelerator(cfg: Config, output_dir: Path) -> Accelerator:
+    if cfg.train.mixed_precision not in MIXED_PRECISION:
+        raise ConfigError(f"train.mixed_precision must be one of {MIXED_PRECISION}, got {cfg.train.mixed_precision!r}")
+    if cfg.train.tracker not in ("csv", "tensorboard", "none"):
+        raise ConfigError(f"train.tracker must be csv, tensorboard or none, got {cfg.train.tracker!r}")
+    return Accelerator(
+        mixed_precision=cfg.train.mixed_precision,
+        gradient_accumulation_steps=max(1, cfg.train.grad_accum),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        log_with="tensorboard" if cfg.train.tracker == "tensorboard" else None,
+        project_dir=str(output_dir),
+    )
+
+
+def evaluate_split(accelerator: Accelerator, model, loader, cfg: Config) -> dict[str, float]:
+    ranks = compute_ranks(accelerator.unwrap_model(model), loader, cfg.eval.protocol, cfg.eval.exclude_history,
+                          cfg.eval.chunk_size, cfg.eval.num_negatives, seed=cfg.train.seed,
+                          gather=accelerator.gather_for_metrics)
+    return metrics_from_ranks(ranks, ks=tuple(cfg.eval.ks))
+
+
+def train(cfg: Config, output_dir: str | Path, resume: bool = False) -> RunResult:
+    """Train `cfg`'s model on its data; write config.yaml, metrics.json, model/, log.csv, train.log."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    accelerator = make_accelerator(cfg, output_dir)
+    try:
+        return _train(accelerator, cfg, output_dir, resume)
+    finally:
+        accelerator.end_training()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _train(accelerator: Accelerator, cfg: Config, output_dir: Path, resume: bool) -> RunResult:
+    setup_logging(output_dir, accelerator.is_main_process)
+    set_seed(cfg.train.seed)
+    with accelerator.main_process_first():
+        data = prepare_data(cfg.data)
+    if accelerator.is_main_process:
+        (output_dir / "config.yaml").write_text(cfg.to_yaml())
+    log.info("%s", data.dataset.summary())
+    log.info("users after filtering: %d; processes: %d; device: %s", data.split.num_users,
+             accelerator.num_processes, accelerator.device)
+    max_len = cfg.data.max_len
+    model = build_model(cfg.model, data.num_items, max_len)
+    valid_loader = eval_loader(data.split.valid, max_len, cfg.eval.batch_size)
+    test_loader = eval_loader(data.split.test, max_len, cfg.eval.batch_size)
+    tracker = CsvTracker(output_dir / "log.csv", accelerator.is_main_process)
+    if cfg.train.tracker == "tensorboard":
+        accelerator.init_trackers("transrec")
+    start = time.time()
+
+    if isinstance(model, PopularityModel):
+        model.fit(data.split.train)
+        model = model.to(accelerator.device)
+        valid_loader, test_loader = accelerator.prepare(valid_loader, test_loader)
+        state = TrainerState(best_epoch=0)
+        valid = evaluate_split(accelerator, model, valid_loader, cfg)
+        state.best_metric = valid[SELECT_METRIC]
+        return _finish(accelerator, cfg, output_dir, data, model, valid, test_loader, state, time.time() - start)
+
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("model %s: %d trainable of %d parameters", cfg.model.name,
+             sum(p.numel() for p in model.parameters() if p.requires_grad), n_params)
+    objective = create_objective(cfg.train.objective, torch.as_tensor(data.item_counts()), cfg.train.num_negatives)
+    objective = objective.to(accelerator.device)
+    train_set = NextItemDataset(data.split.train, max_len)
+    if len(train_set) == 0:
+        raise ConfigError("no training sequences with 2+ items after the split; the data is too short")
+    train_loader = DataLoader(train_set, batch_size=cfg.train.batch_size, shuffle=True, collate_fn=collate_next_item)
+    steps_per_epoch = math.ceil(len(train_loader) / max(1, cfg.train.grad_accum))
+    optimizer = build_optimizer(model, cfg.train.lr, cfg.train.weight_decay)
+    scheduler = build_scheduler(optimizer, cfg.train.scheduler, cfg.train.warmup_steps,
+                                steps_per_epoch * cfg.train.epochs)
+    model, optimizer, train_loader, valid_loader, test_loader, scheduler = accelerator.prepare(
+        model, optimizer, train_loader, valid_loader, test_loader, scheduler)
+
+    checkpoint_dir = output_dir / "checkpoints"
+    best_path = output_dir / "best_model.safetensors"
+    state = TrainerState()
+    if resume:
+        found = find_checkpoint(checkpoint_dir)
+        if found is None:
+            log.warning("--resume: no checkpoint in %s; starting from scratch", checkpoint_dir)
+        else:
+            state = load_checkpoint(accelerator, found)
+            log.info("resumed from %s at epoch %d, batch %d (best %s %.4f)", found, state.epoch,
+                     state.step_in_epoch, SELECT_METRIC, state.best_metric)
+    start = time.time() - state.elapsed_seconds
+    budget = cfg.train.max_minutes * 60 if cfg.train.max_minutes > 0 else math.inf
+    stop = False
+    for epoch in range(state.epoch, cfg.train.epochs):
+        train_loader.set_epoch(epoch)
+        loader = (accelerator.skip_first_batches(train_loader, state.step_in_epoch) if state.step_in_epoch
+                  else train_loader)
+        model.train()
+        losses = []
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
+                   disable=not (cfg.train.progress and accelerator.is_main_process))
+        for batch in bar:
+            with accelerator.accumulate(model):
+                loss = model(batch["items"], batch["targets"], objective)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and cfg.train.clip_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.train.clip_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}; lower train.lr")
+            losses.append(loss.item())
+            state.step_in_epoch += 1
+            if accelerator.sync_gradients:
+                state.global_step += 1
+                if cfg.train.checkpoint_every and state.global_step % cfg.train.checkpoint_every == 0:
+                    state.elapsed_seconds = time.time() - start
+                    save_checkpoint(accelerator, checkpoint_dir, state)
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            if time.time() - start > budget:
+                stop = True
+                break
+        epoch_loss = float(np.mean(losses)) if losses else float("nan")
+        tracker.log(kind="train", epoch=epoch + 1, step=state.global_step, seconds=round(time.time() - start, 2),
+                    loss=round(epoch_loss, 5), lr=scheduler.get_last_lr()[0])
+        state.epoch, state.step_in_epoch = epoch + 1, 0
+        if (epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.train.epochs or stop:
+            valid = evaluate_split(accelerator, model, valid_loader, cfg)
+            seconds = time.time() - start
+            improved = valid[SELECT_METRIC] > state.best_metric
+            if improved:
+                state.best_metric, state.best_epoch, state.bad_evals = valid[SELECT_METRIC], epoch + 1, 0
+                if accelerator.is_main_process:
+                    save_weights_atomic(accelerator.unwrap_model(model).state_dict(), best_path)
+            else:
+                state.bad_evals += 1
+            state.history.append({"epoch": epoch + 1, "seconds": round(seconds, 2), "loss": epoch_loss, **valid})
+            tracker.log(kind="valid", epoch=epoch + 1, step=state.global_step, seconds=round(seconds, 2),
+                        **{k: round(valid[k], 5) for k in ("HR@10", "NDCG@10", "MRR@10")})
+            if cfg.train.tracker == "tensorboard":
+                accelerator.log({"train/loss": epoch_loss, **{f"valid/{k}": v for k, v in valid.items()}},
+                                step=state.global_step)
+            log.info("epoch %d: loss %.4f, valid NDCG@10 %.4f HR@10 %.4f%s (%.0fs)", epoch + 1, epoch_loss,
+                     valid["NDCG@10"], valid["HR@10"], " *" if improved else "", seconds)
+            if state.bad_evals >= cfg.train.patience:
+                log.info("early stop: no better valid %s for %d evaluations", SELECT_METRIC, state.bad_evals)
+                stop = True
+        state.elapsed_seconds = time.time() - start
+        save_checkpoint(accelerator, checkpoint_dir, state)
+        if stop:
+            break
+
+    accelerator.wait_for_everyone()
+    unwrapped = accelerator.unwrap_model(model)
+    unwrapped.load_state_dict(load_weights(best_path))
+    best = next(h for h in state.history if h["epoch"] == state.best_epoch)
+    valid = {k: best[k] for k in best if "@" in k}
+    return _finish(accelerator, cfg, output_dir, data, unwrapped, valid, test_loader, state, state.elapsed_seconds)
+
+
+def _finish(accelerator, cfg: Config, output_dir: Path, data: PreparedData, model, valid: dict, test_loader,
+            state: TrainerState, train_seconds: float) -> RunResult:
+    """Read test once with the selected model; write metrics.json, the model folder and curves."""
+    test = evaluate_split(accelerator, model, test_loader, cfg)
+    best_seconds = next((h["seconds"] for h in state.history if h["epoch"] == state.best_epoch), train_seconds)
+    run = {"model": cfg.model.name, "dataset": data.dataset.name, "users": data.split.num_users,
+           "items": data.num_items, "epochs_run": state.epoch, "best_epoch": state.best_epoch,
+           "train_seconds": round(train_seconds, 2), "seconds_to_best": round(best_seconds, 2),
+           "processes": accelerator.num_processes, "protocol": protocol_text(cfg.eval)}
+    metrics = {"valid": valid, "test": test, "run": run}
+    if accelerator.is_main_process:
+        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        card = {"title": f"transrec {cfg.model.name} on {data.dataset.name}", "dataset": data.dataset.name,
+                "model_desc": f"{cfg.model.name} ({cfg.model.item_encoder} item encoder)",
+                "data_desc": f"{data.dataset.summary()}; {data.split.num_users} users after filtering "
+                             f"(min_user_interactions={cfg.data.min_user_interactions}, k_core={cfg.data.k_core}); "
+                             f"max sequence length {cfg.data.max_len}.",
+                "protocol": protocol_text(cfg.eval),
+                "metrics_table": metrics_markdown({"valid": valid, "test": test}),
+                "training_desc": f"objective {cfg.train.objective}, lr {cfg.train.lr}, batch {cfg.train.batch_size}, "
+                                 f"{state.epoch} epochs run, best validation at epoch {state.best_epoch}, "
+                                 f"{train_seconds:.0f}s on {accelerator.num_processes} process(es). "
+                                 f"Config: `config.yaml` of the run."}
+        save_model(model, output_dir / "model", data.dataset.items.ids.to_list(), card)
+        plot_curves(output_dir / "log.csv", output_dir / "curves.png")
+        log.info("test: %s", ", ".join(f"{k} {v:.4f}" for k, v in test.items() if k.endswith(("@10", "@20"))))
+    accelerator.wait_for_everyone()
+    return RunResult(metrics=metrics, output_dir=output_dir)
+
+
+def plot_curves(log_csv: Path, out_png: Path) -> None:
+    """Training loss and validation NDCG@10 against wall time, next to the run's metrics."""
+    if not log_csv.exists():
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(csv.DictReader(log_csv.open()))
+    train_rows = [r for r in rows if r["kind"] == "train" and r["loss"] not in ("", "nan")]
+    valid_rows = [r for r in rows if r["kind"] == "valid"]
+    if not train_rows and not valid_rows:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    axes[0].plot([int(r["epoch"]) for r in train_rows], [float(r["loss"]) for r in train_rows], marker=".")
+    axes[0].set(xlabel="epoch", ylabel="training loss", title="loss")
+    axes[1].plot([float(r["seconds"]) for r in valid_rows], [float(r["NDCG@10"]) for r in valid_rows], marker=".")
+    axes[1].set(xlabel="seconds", ylabel="valid NDCG@10", title="validation")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
