@@ -62,6 +62,8 @@ def cmd_train(args) -> None:
 
     if PartialState().is_main_process:
         rows = {f"{cfg.model.name} ({split})": result.metrics[split] for split in ("valid", "test")}
+        if "popularity" in result.metrics:
+            rows["popularity (test)"] = result.metrics["popularity"]["test"]
         print(format_table(rows))
         print(f"run folder: {out}")
 

@@ -22,6 +22,7 @@ import io
 import json
 import math
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,18 +83,41 @@ def _decode(path: Path) -> str:
         ) from None
 
 
-def _record_lines(text: str) -> np.ndarray:
-    """Start line of each csv record after the header (needed when quoted fields span lines)."""
+def _records(text: str) -> list[tuple[int, list[str]]]:
+    """(start line, fields) of each csv record, header included; quoted fields may span lines."""
     reader = csv.reader(io.StringIO(text, newline=""))
-    starts, last = [], 0
-    for _ in reader:
-        starts.append(last + 1)
-        last = reader.line_num
-    return np.asarray(starts[1:], dtype=np.int64)
+    out: list[tuple[int, list[str]]] = []
+    last = 0
+    try:
+        for record in reader:
+            out.append((last + 1, record))
+            last = reader.line_num
+    except csv.Error:
+        out.append((last + 1, []))
+    return out
+
+
+def _record_lines(text: str) -> np.ndarray:
+    return np.asarray([start for start, _ in _records(text)[1:]], dtype=np.int64)
+
+
+def _parser_line(text: str, message: str) -> str:
+    """pandas counts records ('line N' 1-based, 'row N' 0-based); turn that into an editor line."""
+    found = re.search(r"in line (\d+)", message) or re.search(r"at row (\d+)", message)
+    if not found:
+        return ""
+    record = int(found.group(1)) - (1 if found.re.pattern.startswith("in") else 0)
+    starts = [start for start, _ in _records(text)]
+    return f" at line {starts[record] if record < len(starts) else record + 1}"
 
 
 def _read_csv(path: Path) -> Table:
     text = _decode(path)
+    records = _records(text[: text.find("\n") + 1 or None])  # the header (one line is enough)
+    header = [h.strip() for h in records[0][1]] if records else []
+    dup = sorted({h for h in header if header.count(h) > 1})
+    if dup:
+        raise DataError(f"{path.name}: duplicate column name(s) {dup} in the header (line 1)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)
@@ -101,19 +125,15 @@ def _read_csv(path: Path) -> Table:
                 io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False,
                 skip_blank_lines=False, index_col=False,
             )
-    except pd.errors.ParserWarning:
-        width = len(next(csv.reader(io.StringIO(text, newline=""))))
-        reader = csv.reader(io.StringIO(text, newline=""))
-        bad, last = [], 0
-        for n, record in enumerate(reader):
-            if n and len(record) > width:
-                bad.append(last + 1)
-            last = reader.line_num
-        lines = ", ".join(f"line {b}" for b in bad[:MAX_REPORTED])
-        raise DataError(f"{path.name}: more fields than the {width} header columns at {lines or 'some line'}") from None
+    except pd.errors.ParserWarning:  # a data row longer than the header; pandas would drop fields
+        bad = [f"line {start}" for start, fields in _records(text)[1:] if len(fields) > len(header)]
+        raise DataError(
+            f"{path.name}: more fields than the {len(header)} header columns at "
+            f"{', '.join(bad[:MAX_REPORTED]) or 'some line'}"
+        ) from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error, ValueError) as e:
-        raise DataError(f"{path.name}: malformed csv: {e}") from None
-    frame.columns = [str(c).strip() for c in frame.columns]
+        raise DataError(f"{path.name}: malformed csv{_parser_line(text, str(e))}: {str(e).strip()}") from None
+    _set_columns(frame, path)
     multiline = any(frame[c].str.contains("[\r\n]", regex=True).any() for c in frame.columns)
     locs = _record_lines(text) if multiline else np.arange(2, len(frame) + 2, dtype=np.int64)
     if len(locs) != len(frame):  # csv module and pandas disagree: fall back to row order
@@ -121,6 +141,15 @@ def _read_csv(path: Path) -> Table:
     blank = (frame == "").all(axis=1).to_numpy() if len(frame.columns) else np.zeros(len(frame), bool)
     frame = frame.loc[~blank].reset_index(drop=True).astype(object)
     return Table(path, frame, locs[~blank], "line")
+
+
+def _set_columns(frame: pd.DataFrame, path: Path) -> None:
+    """Strip column names (a space after a comma is common); duplicates are an error."""
+    names = [str(c).strip() for c in frame.columns]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise DataError(f"{path.name}: duplicate column name(s) {dup} in the header")
+    frame.columns = names
 
 
 def _read_jsonl(path: Path) -> Table:
@@ -148,7 +177,7 @@ def _read_parquet(path: Path) -> Table:
         frame = pd.read_parquet(path)
     except Exception as e:  # pyarrow raises many types for a corrupt file
         raise DataError(f"{path.name}: cannot read parquet file: {e}") from None
-    frame.columns = [str(c).strip() for c in frame.columns]
+    _set_columns(frame, path)
     frame = frame.reset_index(drop=True)
     for c in frame.columns:
         if pd.api.types.is_datetime64_any_dtype(frame[c]):
@@ -192,7 +221,7 @@ def read_table(path: Path, required: tuple[str, ...]) -> Table:
 
 
 def _is_missing(v: Any) -> bool:
-    return v is None or v == "" or (isinstance(v, float) and math.isnan(v))
+    return v is None or (isinstance(v, str) and v == "") or (isinstance(v, float) and math.isnan(v))
 
 
 def _as_id(v: Any) -> str | None:
@@ -377,7 +406,7 @@ def _write(frame: pd.DataFrame, path: Path, fmt: str) -> None:
     if fmt == "csv":
         out = frame.copy()
         for c in out.columns:  # lists/dicts (e.g. PeterRec targets) as JSON text
-            out[c] = out[c].map(lambda v: json.dumps(v) if isinstance(v, (list, dict)) else v)
+            out[c] = _objects(json.dumps(v) if isinstance(v, (list, dict)) else v for v in out[c])
         out.to_csv(path, index=False)
     elif fmt == "jsonl":
         with open(path, "w", encoding="utf-8") as f:
@@ -388,8 +417,13 @@ def _write(frame: pd.DataFrame, path: Path, fmt: str) -> None:
         for c in out.columns:  # pyarrow needs one type per column
             kinds = {type(v) for v in out[c] if v is not None}
             if out[c].dtype == object and len(kinds) > 1 and not kinds <= {int, float}:
-                out[c] = out[c].map(lambda v: None if v is None else str(v))
+                out[c] = _objects(None if v is None else str(v) for v in out[c])
         out.to_parquet(path, index=False)
+
+
+def _objects(values: Any) -> pd.Series:
+    """An object column as given (Series.map would turn ints with None into floats)."""
+    return pd.Series(list(values), dtype=object)
 
 
 def _plain(v: Any) -> Any:

@@ -248,6 +248,9 @@ def _finish(accelerator, cfg: Config, output_dir: Path, data: PreparedData, mode
            "train_seconds": round(train_seconds, 2), "seconds_to_best": round(best_seconds, 2),
            "processes": accelerator.num_processes, "protocol": protocol_text(cfg.eval)}
     metrics = {"valid": valid, "test": test, "run": run}
+    if not isinstance(model, PopularityModel):  # every results table shows the popularity baseline
+        popularity = PopularityModel(data.num_items, cfg.data.max_len).fit(data.split.train).to(accelerator.device)
+        metrics["popularity"] = {"test": evaluate_split(accelerator, popularity, test_loader, cfg)}
     if accelerator.is_main_process:
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         card = {"title": f"transrec {cfg.model.name} on {data.dataset.name}", "dataset": data.dataset.name,

@@ -37,8 +37,8 @@ class _Block(nn.Module):
 class SASRec(nn.Module):
     """Causal transformer user encoder for left-padded sequences.
 
-    Positions are counted from the END (last item = position 0), so extra leading padding
-    does not change the user state. `ffn_dim=None` means 4 * dim (the original used dim);
+    Positions count from the first REAL item (so extra leading padding does not change the
+    user state, and training positions mean the same as at inference). `ffn_dim=None` means 4 * dim (the original used dim);
     `num_heads` falls back to 1 when it does not divide dim.
     """
 
@@ -58,6 +58,7 @@ class SASRec(nn.Module):
             num_heads = 1
         self.max_len = max_len
         self.pos = nn.Embedding(max_len, dim)
+        nn.init.normal_(self.pos.weight, std=0.02)  # same scale as item vectors, or positions drown them
         self.emb_drop = nn.Dropout(dropout)
         self.emb_ln = nn.LayerNorm(dim)
         self.blocks = nn.ModuleList(_Block(dim, num_heads, ffn_dim or 4 * dim, dropout) for _ in range(num_layers))
@@ -68,7 +69,7 @@ class SASRec(nn.Module):
         if length > self.max_len:
             raise ValueError(f"sequence length {length} > max_len {self.max_len}")
         keep = mask.unsqueeze(-1).to(x.dtype)
-        pos = torch.arange(length - 1, -1, -1, device=x.device)
+        pos = (mask.long().cumsum(1) - 1).clamp(min=0)
         h = self.emb_drop(self.emb_ln(x + self.pos(pos))) * keep
         # query t may see real keys <= t; every query also sees itself, so a padding row is never all-masked.
         causal = torch.ones(length, length, dtype=torch.bool, device=x.device).tril()
