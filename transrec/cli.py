@@ -58,9 +58,7 @@ def cmd_train(args) -> None:
     cfg = load_config(args.config, args.overrides)
     out = Path(args.output_dir or Path("runs") / cfg.name)
     result = train(cfg, out, resume=args.resume)
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:
+    if result.is_main_process:
         rows = {f"{cfg.model.name} ({split})": result.metrics[split] for split in ("valid", "test")}
         if "popularity" in result.metrics:
             rows["popularity (test)"] = result.metrics["popularity"]["test"]

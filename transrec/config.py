@@ -52,7 +52,7 @@ class TrainConfig:
     objective: str = "softmax"  # softmax | sampled_softmax | bce | inbatch
     num_negatives: int = 256  # sampled_softmax / bce
     epochs: int = 100
-    batch_size: int = 128
+    batch_size: int = 128  # global batch, split over processes
     lr: float = 1e-3
     weight_decay: float = 0.0
     scheduler: str = "constant"  # constant | linear | cosine (after warm-up)

@@ -9,6 +9,7 @@ import csv
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,7 @@ MIXED_PRECISION = ("no", "bf16", "fp16")
 class RunResult:
     metrics: dict
     output_dir: Path
+    is_main_process: bool = True
 
 
 def setup_logging(output_dir: Path, is_main: bool) -> None:
@@ -83,10 +85,15 @@ def make_accelerator(cfg: Config, output_dir: Path) -> Accelerator:
         raise ConfigError(f"train.mixed_precision must be one of {MIXED_PRECISION}, got {cfg.train.mixed_precision!r}")
     if cfg.train.tracker not in ("csv", "tensorboard", "none"):
         raise ConfigError(f"train.tracker must be csv, tensorboard or none, got {cfg.train.tracker!r}")
+    # Several processes but no GPU: accelerate only picks gloo/MULTI_CPU when told `cpu=True`.
+    multi_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
     return Accelerator(
+        cpu=multi_cpu,
         mixed_precision=cfg.train.mixed_precision,
         gradient_accumulation_steps=max(1, cfg.train.grad_accum),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        # train.batch_size is the global batch, split over processes: the optimisation (and so the
+        # result) does not depend on how many processes run it.
+        dataloader_config=DataLoaderConfiguration(split_batches=True, use_seedable_sampler=True),
         log_with="tensorboard" if cfg.train.tracker == "tensorboard" else None,
         project_dir=str(output_dir),
     )
@@ -268,7 +275,7 @@ def _finish(accelerator, cfg: Config, output_dir: Path, data: PreparedData, mode
         plot_curves(output_dir / "log.csv", output_dir / "curves.png")
         log.info("test: %s", ", ".join(f"{k} {v:.4f}" for k, v in test.items() if k.endswith(("@10", "@20"))))
     accelerator.wait_for_everyone()
-    return RunResult(metrics=metrics, output_dir=output_dir)
+    return RunResult(metrics=metrics, output_dir=output_dir, is_main_process=accelerator.is_main_process)
 
 
 def plot_curves(log_csv: Path, out_png: Path) -> None:
