@@ -176,3 +176,16 @@ def test_cli_user_errors_are_one_line(tiny_world, tmp_path, capsys):
     (bad / "interactions.csv").write_text("user_id,item_id,timestamp\nu1,i1,1\n")
     err = _cli_error(capsys, ["train", "--output-dir", out, "data.source=folder", f"data.path={bad}"])
     assert "at least 3 interactions" in err
+
+
+def test_training_options_accumulation_bf16_tensorboard_sampled(tiny_world, tmp_path):
+    """Gradient accumulation, bf16 autocast (CPU), a warm-up + cosine schedule, the tensorboard
+    tracker and the labelled legacy sampled protocol all run through the same loop."""
+    cfg = load_config(None, tiny_overrides(tiny_world, **{
+        "train.epochs": 2, "train.grad_accum": 2, "train.mixed_precision": "bf16", "train.tracker": "tensorboard",
+        "train.scheduler": "cosine", "train.warmup_steps": 3, "eval.protocol": "sampled_legacy"}))
+    result = train(cfg, tmp_path)
+    assert "LEGACY sampled" in result.metrics["run"]["protocol"]
+    assert "LEGACY sampled" in (tmp_path / "model" / "README.md").read_text()
+    assert any(p.name.startswith("events.out.tfevents") for p in tmp_path.rglob("*"))
+    assert 0 < result.metrics["test"]["HR@20"] <= 1
