@@ -32,6 +32,7 @@ class DataConfig:
     k_core: int = 0  # iterative k-core filter on users and items (0 = off)
     synthetic_seed: int = 0
     synthetic_users: int = 1000
+    on_bad_content: str = "fail"  # fail | placeholder: a corrupt image or empty text stops, or is replaced and counted
 
 
 @dataclass
@@ -45,6 +46,19 @@ class ModelConfig:
     dilations: list[int] = field(default_factory=lambda: [1, 4])  # nextitnet
     num_repeats: int = 2  # nextitnet: how often the dilation list is stacked
     kernel_size: int = 3  # nextitnet
+    # content item encoders (item_encoder: text | image | mixture); presets: tiny-bert, minilm-l6-offline,
+    # tiny-vit, efficientnet-lite0-offline; any other name is a Hub id / local folder / timm model name
+    text_encoder: str = "tiny-bert"
+    image_encoder: str = "tiny-vit"
+    text_trainable_blocks: int = 1  # top transformer layers that train (-1 = all, 0 = frozen)
+    image_trainable_blocks: int = 1
+    text_pooling: str = "cls"  # cls | mean
+    text_max_length: int = 32
+    modality_embedding: bool = True  # mixture: learned vector per modality
+    id_embedding: bool = False  # add an item-ID embedding to the content vector (id+content)
+    cache_frozen: bool = False  # compute the frozen bottom once per item
+    gradient_checkpointing: bool = False
+    pretrained: bool = True  # start content backbones from their pretrained weights (where they have any)
 
 
 @dataclass
@@ -54,6 +68,7 @@ class TrainConfig:
     epochs: int = 100
     batch_size: int = 128  # global batch, split over processes
     lr: float = 1e-3
+    item_encoder_lr: float = 0.0  # learning rate of content item encoders (0 = train.lr); MoRec: ~1e-4
     weight_decay: float = 0.0
     scheduler: str = "constant"  # constant | linear | cosine (after warm-up)
     warmup_steps: int = 0

@@ -79,6 +79,8 @@ def save_model(model: nn.Module, out_dir: str | Path, item_ids: list[str], card:
     tmp.mkdir(parents=True)
     card = dict(card or {})
     model.save_pretrained(tmp)
+    if hasattr(model, "export_assets"):
+        model.export_assets(tmp)
     (tmp / ITEM_IDS_NAME).write_text(json.dumps(item_ids))
     data = ModelCardData(library_name="transrec", tags=["transrec", "recommendation", "sequential-recommendation"],
                          license="apache-2.0")

@@ -73,12 +73,37 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
     """Item encoder + user encoder + dot-product scoring, with tied input/output item vectors."""
 
     def __init__(self, num_items: int, user_encoder: str = "sasrec", item_encoder: str = "id", dim: int = 64,
-                 max_len: int = 50, encoder_args: dict[str, Any] | None = None, model_type: str = "sequential"):
+                 max_len: int = 50, encoder_args: dict[str, Any] | None = None,
+                 item_encoder_args: dict[str, Any] | None = None, model_type: str = "sequential"):
         super().__init__()
         self.num_items = num_items
         self.max_len = max_len
-        self.item_encoder = ITEM_ENCODERS.create(item_encoder, num_items=num_items, dim=dim)
+        self.item_encoder = ITEM_ENCODERS.create(item_encoder, num_items=num_items, dim=dim,
+                                                 **(item_encoder_args or {}))
         self.user_encoder = USER_ENCODERS.create(user_encoder, dim=dim, max_len=max_len, **(encoder_args or {}))
+        if hasattr(self.item_encoder, "config_kwargs") and isinstance(self._hub_mixin_config, dict):
+            # content encoders resolve their backbone configs once; save those, so loading never downloads
+            self._hub_mixin_config["item_encoder_args"] = self.item_encoder.config_kwargs()
+
+    @property
+    def is_content_model(self) -> bool:
+        return hasattr(self.item_encoder, "set_content")
+
+    @property
+    def causal(self) -> bool:
+        return bool(getattr(self.user_encoder, "causal", True))
+
+    def attach_content(self, store) -> None:
+        """Give a content item encoder the items it encodes (a new domain's items for transfer)."""
+        if not self.is_content_model:
+            raise TypeError("attach_content needs a content item encoder (text, image, mixture)")
+        self.item_encoder.set_content(store)
+        self.num_items = store.num_items
+
+    def export_assets(self, folder: Path) -> None:
+        """Tokenizer files / image preprocessing config, so a checkpoint can encode new items."""
+        if hasattr(self.item_encoder, "export_assets"):
+            self.item_encoder.export_assets(folder)
 
     def encode_items(self, items: torch.Tensor) -> torch.Tensor:
         """Vectors for item indices of any shape; each distinct item is encoded once."""
@@ -109,6 +134,8 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
         if targets is None:
             return hidden
         mask = targets > 0
+        if not self.causal:  # a bidirectional encoder saw the whole window: supervise its last position only
+            mask[:, :-1] = False
         return objective(self, hidden[mask], targets[mask])
 
     def _device(self) -> torch.device:
@@ -162,4 +189,25 @@ def build_model(model_cfg, num_items: int, max_len: int) -> nn.Module:
                                                   "num_repeats", "kernel_size") if k in accepted}
     return SequentialRecommender(num_items=num_items, user_encoder=model_cfg.name,
                                  item_encoder=model_cfg.item_encoder, dim=model_cfg.dim, max_len=max_len,
-                                 encoder_args=options)
+                                 encoder_args=options, item_encoder_args=item_encoder_args(model_cfg))
+
+
+def item_encoder_args(model_cfg) -> dict[str, Any]:
+    """Constructor arguments of the configured item encoder, from the flat `model.*` keys."""
+    text = {"model": model_cfg.text_encoder, "pooling": model_cfg.text_pooling,
+            "trainable_blocks": model_cfg.text_trainable_blocks, "max_length": model_cfg.text_max_length,
+            "cache_frozen": model_cfg.cache_frozen, "gradient_checkpointing": model_cfg.gradient_checkpointing}
+    image = {"model": model_cfg.image_encoder, "trainable_blocks": model_cfg.image_trainable_blocks,
+             "cache_frozen": model_cfg.cache_frozen}
+    name = model_cfg.item_encoder
+    if name == "id":
+        return {}
+    if name == "text":
+        return {**text, "id_embedding": model_cfg.id_embedding}
+    if name == "image":
+        return {**image, "id_embedding": model_cfg.id_embedding}
+    if name == "mixture":
+        return {"text": text, "image": image, "modality_embedding": model_cfg.modality_embedding,
+                "id_embedding": model_cfg.id_embedding}
+    ITEM_ENCODERS.get(name)  # unknown name -> ConfigError with suggestions
+    return {}

@@ -43,6 +43,8 @@ def save_checkpoint(accelerator, checkpoint_dir: Path, state: TrainerState) -> N
     if accelerator.is_main_process:
         (tmp / STATE_FILE).write_text(json.dumps(asdict(state)))
         old = checkpoint_dir / f".{LATEST}.old"
+        if old.exists() and final.exists():  # left over by a kill during the last save: `final` is complete
+            shutil.rmtree(old)
         if final.exists():
             os.replace(final, old)
         os.replace(tmp, final)

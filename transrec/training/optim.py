@@ -30,10 +30,24 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float, item_encoder_lr: float = 0.0
+                    ) -> torch.optim.Optimizer:
+    """AdamW; a content item encoder may get its own learning rate (MoRec: a shared 1e-4 can collapse)."""
     if lr <= 0:
         raise ConfigError(f"train.lr must be > 0, got {lr}")
-    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
+    if item_encoder_lr < 0:
+        raise ConfigError(f"train.item_encoder_lr must be >= 0, got {item_encoder_lr}")
+    item_encoder = getattr(model, "item_encoder", None)
+    if item_encoder_lr == 0 or item_encoder is None or not hasattr(item_encoder, "set_content"):
+        return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
+    encoder_ids = {id(p) for p in item_encoder.parameters()}
+    groups = []
+    for group in param_groups(model, weight_decay):
+        inside = [p for p in group["params"] if id(p) in encoder_ids]
+        outside = [p for p in group["params"] if id(p) not in encoder_ids]
+        groups += [{**group, "params": outside}] if outside else []
+        groups += [{**group, "params": inside, "lr": item_encoder_lr}] if inside else []
+    return torch.optim.AdamW(groups, lr=lr)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, name: str, warmup_steps: int, total_steps: int):

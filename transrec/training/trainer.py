@@ -106,20 +106,31 @@ def evaluate_split(accelerator: Accelerator, model, loader, cfg: Config) -> dict
     return metrics_from_ranks(ranks, ks=tuple(cfg.eval.ks))
 
 
-def train(cfg: Config, output_dir: str | Path, resume: bool = False) -> RunResult:
-    """Train `cfg`'s model on its data; write config.yaml, metrics.json, model/, log.csv, train.log."""
+def train(cfg: Config, output_dir: str | Path, resume: bool = False, init_model=None, extra: dict | None = None
+          ) -> RunResult:
+    """Train `cfg`'s model on its data; write config.yaml, metrics.json, model/, log.csv, train.log.
+
+    `init_model` starts from an existing model (transfer fine-tuning) instead of a fresh one built
+    from `cfg.model`; `extra` is merged into metrics.json (e.g. the transfer mode)."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     accelerator = make_accelerator(cfg, output_dir)
     try:
-        return _train(accelerator, cfg, output_dir, resume)
+        return _train(accelerator, cfg, output_dir, resume, init_model, extra or {})
     finally:
         accelerator.end_training()
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+        # accelerate keeps process-wide singletons; clear them so the next run in this process (tests,
+        # benchmarks, transfer) can choose its own mixed precision and process group
+        from accelerate.state import AcceleratorState, GradientState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
 
 
-def _train(accelerator: Accelerator, cfg: Config, output_dir: Path, resume: bool) -> RunResult:
+def _train(accelerator: Accelerator, cfg: Config, output_dir: Path, resume: bool, init_model, extra: dict
+           ) -> RunResult:
     setup_logging(output_dir, accelerator.is_main_process)
     set_seed(cfg.train.seed)
     with accelerator.main_process_first():
@@ -130,7 +141,11 @@ def _train(accelerator: Accelerator, cfg: Config, output_dir: Path, resume: bool
     log.info("users after filtering: %d; processes: %d; device: %s", data.split.num_users,
              accelerator.num_processes, accelerator.device)
     max_len = cfg.data.max_len
-    model = build_model(cfg.model, data.num_items, max_len)
+    model = init_model if init_model is not None else build_model(cfg.model, data.num_items, max_len)
+    if getattr(model, "is_content_model", False):
+        model.attach_content(model.item_encoder.build_content_store(data.dataset.items, cfg.data.on_bad_content))
+        if init_model is None and cfg.model.pretrained and model.item_encoder.load_pretrained_weights():
+            log.info("content backbones start from their pretrained weights")
     valid_loader = eval_loader(data.split.valid, max_len, cfg.eval.batch_size)
     test_loader = eval_loader(data.split.test, max_len, cfg.eval.batch_size)
     tracker = CsvTracker(output_dir / "log.csv", accelerator.is_main_process)
@@ -145,7 +160,8 @@ def _train(accelerator: Accelerator, cfg: Config, output_dir: Path, resume: bool
         state = TrainerState(best_epoch=0)
         valid = evaluate_split(accelerator, model, valid_loader, cfg)
         state.best_metric = valid[SELECT_METRIC]
-        return _finish(accelerator, cfg, output_dir, data, model, valid, test_loader, state, time.time() - start)
+        return _finish(accelerator, cfg, output_dir, data, model, valid, test_loader, state, time.time() - start,
+                       extra)
 
     n_params = sum(p.numel() for p in model.parameters())
     log.info("model %s: %d trainable of %d parameters", cfg.model.name,
@@ -155,9 +171,12 @@ def _train(accelerator: Accelerator, cfg: Config, output_dir: Path, resume: bool
     train_set = NextItemDataset(data.split.train, max_len)
     if len(train_set) == 0:
         raise ConfigError("no training sequences with 2+ items after the split; the data is too short")
-    train_loader = DataLoader(train_set, batch_size=cfg.train.batch_size, shuffle=True, collate_fn=collate_next_item)
+    # The loader gets its own generator: each new iterator draws a seed from it, and a draw from the
+    # global RNG would shift every later dropout mask after a mid-epoch resume (not exact any more).
+    train_loader = DataLoader(train_set, batch_size=cfg.train.batch_size, shuffle=True, collate_fn=collate_next_item,
+                              generator=torch.Generator().manual_seed(cfg.train.seed))
     steps_per_epoch = math.ceil(len(train_loader) / max(1, cfg.train.grad_accum))
-    optimizer = build_optimizer(model, cfg.train.lr, cfg.train.weight_decay)
+    optimizer = build_optimizer(model, cfg.train.lr, cfg.train.weight_decay, cfg.train.item_encoder_lr)
     scheduler = build_scheduler(optimizer, cfg.train.scheduler, cfg.train.warmup_steps,
                                 steps_per_epoch * cfg.train.epochs)
     model, optimizer, train_loader, valid_loader, test_loader, scheduler = accelerator.prepare(
@@ -242,19 +261,22 @@ def _train(accelerator: Accelerator, cfg: Config, output_dir: Path, resume: bool
     unwrapped.load_state_dict(load_weights(best_path))
     best = next(h for h in state.history if h["epoch"] == state.best_epoch)
     valid = {k: best[k] for k in best if "@" in k}
-    return _finish(accelerator, cfg, output_dir, data, unwrapped, valid, test_loader, state, state.elapsed_seconds)
+    return _finish(accelerator, cfg, output_dir, data, unwrapped, valid, test_loader, state, state.elapsed_seconds,
+                   extra)
 
 
 def _finish(accelerator, cfg: Config, output_dir: Path, data: PreparedData, model, valid: dict, test_loader,
-            state: TrainerState, train_seconds: float) -> RunResult:
+            state: TrainerState, train_seconds: float, extra: dict) -> RunResult:
     """Read test once with the selected model; write metrics.json, the model folder and curves."""
     test = evaluate_split(accelerator, model, test_loader, cfg)
     best_seconds = next((h["seconds"] for h in state.history if h["epoch"] == state.best_epoch), train_seconds)
     run = {"model": cfg.model.name, "dataset": data.dataset.name, "users": data.split.num_users,
            "items": data.num_items, "epochs_run": state.epoch, "best_epoch": state.best_epoch,
            "train_seconds": round(train_seconds, 2), "seconds_to_best": round(best_seconds, 2),
-           "processes": accelerator.num_processes, "protocol": protocol_text(cfg.eval)}
-    metrics = {"valid": valid, "test": test, "run": run}
+           "processes": accelerator.num_processes, "protocol": protocol_text(cfg.eval),
+           "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+           "total_params": sum(p.numel() for p in model.parameters())}
+    metrics = {"valid": valid, "test": test, "run": {**run, **extra}}
     if not isinstance(model, PopularityModel):  # every results table shows the popularity baseline
         popularity = PopularityModel(data.num_items, cfg.data.max_len).fit(data.split.train).to(accelerator.device)
         metrics["popularity"] = {"test": evaluate_split(accelerator, popularity, test_loader, cfg)}

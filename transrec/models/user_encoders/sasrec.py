@@ -72,9 +72,20 @@ class SASRec(nn.Module):
         pos = (mask.long().cumsum(1) - 1).clamp(min=0)
         h = self.emb_drop(self.emb_ln(x + self.pos(pos))) * keep
         # query t may see real keys <= t; every query also sees itself, so a padding row is never all-masked.
-        causal = torch.ones(length, length, dtype=torch.bool, device=x.device).tril()
+        causal = torch.ones(length, length, dtype=torch.bool, device=x.device)
+        if self.causal:
+            causal = causal.tril()
         eye = torch.eye(length, dtype=torch.bool, device=x.device)
         attn_mask = ((causal & mask[:, None, :]) | eye).unsqueeze(1)  # [b, 1, L, L]
         for block in self.blocks:
             h = block(h, attn_mask)
         return self.final_ln(h) * keep
+
+
+@USER_ENCODERS.register("bidirectional")
+class BidirectionalTransformer(SASRec):
+    """TransRec-style bidirectional transformer: each position attends to the whole real sequence;
+    the user state is read at the last real position. Not causal, so the trainer supervises only
+    the last position of each training window (loss at every position would see the answer)."""
+
+    causal = False

