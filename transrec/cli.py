@@ -31,6 +31,13 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--output", help="write the metrics as JSON here")
     evaluate.add_argument("overrides", nargs="*")
 
+    transfer = sub.add_parser("transfer", help="move a trained content model to a dataset of new items")
+    transfer.add_argument("--model", required=True, help="trained content model folder or Hub repo id")
+    transfer.add_argument("--config", help="YAML config naming the target data (and training for fine_tune/scratch)")
+    transfer.add_argument("--mode", required=True, choices=["zero_shot", "fine_tune", "scratch"])
+    transfer.add_argument("--output-dir", help="run folder (default runs/<name>-<mode>)")
+    transfer.add_argument("overrides", nargs="*")
+
     recommend = sub.add_parser("recommend", help="top-k items for one user's history")
     recommend.add_argument("--model", required=True)
     recommend.add_argument("--items", required=True, help="comma-separated item ids, oldest first")
@@ -47,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     info = data_sub.add_parser("info", help="load a dataset through a config and print its summary")
     info.add_argument("--config")
     info.add_argument("overrides", nargs="*")
+    validate = data_sub.add_parser("validate", help="check a dataset folder; exit 2 if it cannot be trained on")
+    validate.add_argument("path", help="canonical dataset folder (interactions, items, users)")
+    validate.add_argument("--on-bad-content", choices=["fail", "placeholder"], default="fail",
+                          help="placeholder: unreadable images and blank texts are warnings (data.on_bad_content)")
+    broken = data_sub.add_parser("broken-example", help="write a small dataset folder with typical problems")
+    broken.add_argument("out_dir")
     return parser
 
 
@@ -81,10 +94,33 @@ def cmd_evaluate(args) -> None:
         raise TransrecError(f"{args.model}: the model's item vocabulary ({len(vocab)} items) differs from the "
                             f"dataset's ({data.num_items} items); evaluate on the data it was trained on")
     cases = data.split.test if args.split == "test" else data.split.valid
+    from transrec.training.guards import check_memory
+
+    check_memory(cfg, data.num_items, train=False)  # an impossible eval.chunk_size fails here, named
     metrics = evaluate(model, cases, cfg.eval, max_len=cfg.data.max_len)
     print(format_table({f"{args.model} ({args.split})": metrics}))
     if args.output:
         Path(args.output).write_text(json.dumps({args.split: metrics}, indent=2))
+
+
+def cmd_transfer(args) -> None:
+    from transrec.config import load_config
+    from transrec.evaluation.metrics import format_table
+    from transrec.training.transfer import transfer
+
+    cfg = load_config(args.config, args.overrides)
+    out = Path(args.output_dir or Path("runs") / f"{cfg.name}-{args.mode}")
+    metrics = transfer(args.model, cfg, args.mode, out)
+    if _is_main():
+        print(format_table({f"{args.mode} (valid)": metrics["valid"], f"{args.mode} (test)": metrics["test"],
+                            "popularity (test)": metrics["popularity"]["test"]}))
+        print(f"run folder: {out}")
+
+
+def _is_main() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
 
 
 def cmd_recommend(args) -> None:
@@ -125,9 +161,21 @@ def cmd_data(args) -> None:
         data = prepare_data(cfg.data)
         print(data.dataset.summary())
         print(f"after filtering and split: {data.split.num_users} users")
+    elif args.data_command == "validate":
+        from transrec.data.validate import validate_folder
+
+        report = validate_folder(args.path, on_bad_content=args.on_bad_content)
+        print(report.format())
+        if report.errors:
+            raise TransrecError(f"{args.path}: {report.count('error')} error(s); fix them before training")
+    elif args.data_command == "broken-example":
+        from transrec.data.validate import write_broken_example
+
+        print(f"wrote {write_broken_example(args.out_dir)}")
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "recommend": cmd_recommend, "data": cmd_data}
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "transfer": cmd_transfer, "recommend": cmd_recommend,
+            "data": cmd_data}
 
 
 def main(argv: list[str] | None = None) -> int:

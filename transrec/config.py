@@ -52,12 +52,12 @@ class ModelConfig:
     image_encoder: str = "tiny-vit"
     text_trainable_blocks: int = 1  # top transformer layers that train (-1 = all, 0 = frozen)
     image_trainable_blocks: int = 1
-    text_pooling: str = "cls"  # cls | mean
+    text_pooling: str = "auto"  # cls | mean | auto (the preset's choice: mean for MiniLM, else cls)
     text_max_length: int = 32
     modality_embedding: bool = True  # mixture: learned vector per modality
     id_embedding: bool = False  # add an item-ID embedding to the content vector (id+content)
-    cache_frozen: bool = False  # compute the frozen bottom once per item
-    gradient_checkpointing: bool = False
+    cache_frozen: bool = False  # text: compute the frozen bottom once per item
+    gradient_checkpointing: bool = False  # text: recompute the trainable blocks in backward
     pretrained: bool = True  # start content backbones from their pretrained weights (where they have any)
 
 

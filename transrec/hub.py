@@ -15,7 +15,7 @@ from typing import Any
 from huggingface_hub import ModelCard, ModelCardData
 from torch import nn
 
-from transrec.errors import CheckpointError
+from transrec.errors import CheckpointError, ConfigError
 
 ITEM_IDS_NAME = "item_ids.json"
 
@@ -121,8 +121,12 @@ def resolve_model_dir(path_or_repo: str | Path) -> Path:
         raise CheckpointError(f"{path_or_repo}: cannot fetch from the Hub: {err}") from None
 
 
-def load_model(path_or_repo: str | Path) -> nn.Module:
-    """Rebuild the model named by `config.json` and load its safetensors weights strictly."""
+def load_model(path_or_repo: str | Path, allow_pickle: bool = False, fresh: bool = False) -> nn.Module:
+    """Rebuild the model named by `config.json` and load its safetensors weights strictly.
+
+    A folder with pickled weights only (`pytorch_model.bin`) is refused unless `allow_pickle=True`
+    (then read with `torch.load(weights_only=True)`, local folders only). Config keys the model class
+    does not take are an error, not silently dropped: they mean another library or version wrote it."""
     from transrec.models.recommender import MODEL_TYPES
 
     folder = resolve_model_dir(path_or_repo)
@@ -133,12 +137,26 @@ def load_model(path_or_repo: str | Path) -> nn.Module:
         config = json.loads(config_path.read_text())
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{config_path}: invalid JSON: {err}") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{config_path}: expected a JSON object, got {type(config).__name__}")
     model_type = config.get("model_type")
     if model_type not in MODEL_TYPES:
         raise CheckpointError(f"{config_path}: unknown model_type {model_type!r} (known: {sorted(MODEL_TYPES)})")
-    try:
-        return MODEL_TYPES[model_type].from_pretrained(str(folder))
-    except TypeError as err:
+    import inspect
+
+    accepted = inspect.signature(MODEL_TYPES[model_type].__init__).parameters
+    unknown = [k for k in config if k not in accepted]
+    if unknown:
+        raise CheckpointError(f"{config_path}: unknown config key(s) {', '.join(map(repr, unknown))} for model_type "
+                              f"{model_type!r} (accepted: {', '.join(k for k in accepted if k != 'self')})")
+    kwargs = {}
+    if config.get("item_encoder_args"):  # content encoders rebuild tokenizer/transform from the saved assets
+        kwargs["item_encoder_args"] = {**config["item_encoder_args"], "assets_dir": str(folder)}
+    try:  # never trust_remote_code: only transrec's own classes are built, from their registries
+        if fresh:  # the architecture only, randomly initialised (transfer's from-scratch reference)
+            return MODEL_TYPES[model_type](**({k: v for k, v in config.items() if k in accepted} | kwargs))
+        return MODEL_TYPES[model_type].from_pretrained(str(folder), allow_pickle=allow_pickle, **kwargs)
+    except (TypeError, ValueError, OverflowError, RuntimeError, ConfigError) as err:
         raise CheckpointError(f"{config_path}: config does not fit {model_type}: {err}") from None
 
 

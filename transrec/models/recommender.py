@@ -22,6 +22,7 @@ from transrec.errors import CheckpointError
 from transrec.registry import ITEM_ENCODERS, USER_ENCODERS
 
 WEIGHTS_NAME = "model.safetensors"
+PICKLE_NAMES = ("pytorch_model.bin", "model.bin", "model.pt", "model.pth")  # refused unless allow_pickle
 HUB_TAGS = ["transrec", "recommendation", "sequential-recommendation"]
 
 
@@ -30,10 +31,15 @@ class StrictSafetensorsMixin(PyTorchModelHubMixin):
 
     @classmethod
     def _from_pretrained(cls, *, model_id: str, revision=None, cache_dir=None, force_download=False,
-                         local_files_only=False, token=None, map_location: str = "cpu", **model_kwargs):
+                         local_files_only=False, token=None, map_location: str = "cpu", allow_pickle: bool = False,
+                         **model_kwargs):
         model = cls(**model_kwargs)
         if os.path.isdir(model_id):
             weights = Path(model_id) / WEIGHTS_NAME
+            if not weights.is_file():
+                load_state_strict(model, load_pickled_weights(Path(model_id), allow_pickle, map_location),
+                                  model_id)
+                return model
         else:
             from huggingface_hub import hf_hub_download
 
@@ -48,6 +54,27 @@ class StrictSafetensorsMixin(PyTorchModelHubMixin):
             raise CheckpointError(f"{weights}: cannot read safetensors file: {err}") from None
         load_state_strict(model, state, str(weights))
         return model
+
+
+def load_pickled_weights(folder: Path, allow_pickle: bool, map_location: str = "cpu") -> dict[str, torch.Tensor]:
+    """A folder's pickled state dict, only when the caller said so: unpickling a stranger's file can run
+    any code. Even then `torch.load(weights_only=True)`, which unpickles tensors and containers only."""
+    found = [folder / name for name in PICKLE_NAMES if (folder / name).is_file()]
+    if not found:
+        raise CheckpointError(f"{folder}: no {WEIGHTS_NAME} (transrec loads safetensors weights only)")
+    if not allow_pickle:
+        raise CheckpointError(
+            f"{found[0]}: pickled weights and no {WEIGHTS_NAME}; transrec does not unpickle files (unpickling can "
+            f"run code hidden in them). If you trust the file, pass allow_pickle=True to load_model "
+            f"(torch.load with weights_only=True) and save the model again as safetensors")
+    try:
+        state = torch.load(found[0], map_location=map_location, weights_only=True)
+    except Exception as err:  # UnpicklingError for forbidden globals, RuntimeError/EOFError for bad files
+        raise CheckpointError(f"{found[0]}: cannot load with torch.load(weights_only=True): {err}") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise CheckpointError(f"{found[0]}: not a state dict (a mapping of tensor names to tensors)")
+    return state
 
 
 def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
@@ -194,11 +221,11 @@ def build_model(model_cfg, num_items: int, max_len: int) -> nn.Module:
 
 def item_encoder_args(model_cfg) -> dict[str, Any]:
     """Constructor arguments of the configured item encoder, from the flat `model.*` keys."""
-    text = {"model": model_cfg.text_encoder, "pooling": model_cfg.text_pooling,
+    pooling = None if model_cfg.text_pooling == "auto" else model_cfg.text_pooling
+    text = {"model": model_cfg.text_encoder, "pooling": pooling,
             "trainable_blocks": model_cfg.text_trainable_blocks, "max_length": model_cfg.text_max_length,
             "cache_frozen": model_cfg.cache_frozen, "gradient_checkpointing": model_cfg.gradient_checkpointing}
-    image = {"model": model_cfg.image_encoder, "trainable_blocks": model_cfg.image_trainable_blocks,
-             "cache_frozen": model_cfg.cache_frozen}
+    image = {"model": model_cfg.image_encoder, "trainable_blocks": model_cfg.image_trainable_blocks}
     name = model_cfg.item_encoder
     if name == "id":
         return {}

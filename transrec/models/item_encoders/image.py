@@ -106,7 +106,7 @@ class ImageItemEncoder(ContentItemEncoder):
 
         saved = Path(assets_dir) / PREPROCESSING_FILE if assets_dir is not None else None
         if saved is not None and saved.is_file():
-            self.data_config = json.loads(saved.read_text())
+            self.data_config = {k: v for k, v in json.loads(saved.read_text()).items() if k in DATA_KEYS}
         else:
             data = resolve_model_data_config(self.backbone)
             img_size = getattr(getattr(self.backbone, "patch_embed", None), "img_size", None)
@@ -115,7 +115,8 @@ class ImageItemEncoder(ContentItemEncoder):
             self.data_config = {k: list(v) if isinstance(v, tuple) else v for k, v in data.items() if k in DATA_KEYS}
         self.transform = create_transform(**self.data_config, is_training=False)
         self._config = {"model": model, "trainable_blocks": trainable_blocks, "pretrained": self.pretrained,
-                        "model_kwargs": model_kwargs, "id_embedding": id_embedding}
+                        "model_kwargs": kwargs, "id_embedding": id_embedding}
+        # model_kwargs are saved resolved (preset's + given), so a checkpoint does not depend on preset edits
 
     # --------------------------------------------------------------------------- freezing
 
@@ -173,9 +174,7 @@ class ImageItemEncoder(ContentItemEncoder):
             load_by_position(self.backbone, state, str(path))
             return True
         try:
-            donor = timm.create_model(self.timm_name, pretrained=True, num_classes=0,
-                                      **{**(self.preset["model_kwargs"] if self.preset else {}),
-                                         **(self._config["model_kwargs"] or {})})
+            donor = timm.create_model(self.timm_name, pretrained=True, num_classes=0, **self._config["model_kwargs"])
         except (OSError, RuntimeError, ValueError) as err:
             raise offline_error(self.timm_name, err, local="available offline (timm weights come from the Hub)") \
                 from None

@@ -77,7 +77,7 @@ class MixtureItemEncoder(ContentItemEncoder):
         device = self._device()
         modality = self._store().modality[items.detach().cpu()].to(device)
         items = items.to(device)
-        out = torch.zeros(items.shape[0], self.dim, device=device)
+        out = torch.zeros(items.shape[0], self.dim, device=device, dtype=self._dtype())
         for code, encoder in ((TEXT, self.text), (IMAGE, self.image)):
             pos = (modality == code).nonzero(as_tuple=True)[0]
             if len(pos):

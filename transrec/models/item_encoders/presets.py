@@ -62,7 +62,9 @@ IMAGE_PRESETS: dict[str, dict[str, Any]] = {
 
 
 def hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    """Read at call time (not at import like huggingface_hub's constant), so tests can set it late."""
+    return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
+               for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
 def offline_error(model: str, err: Exception, local: str = "a preset or an existing local folder") -> ConfigError:
@@ -100,7 +102,7 @@ class ContentItemEncoder(nn.Module):
         if self.id_embedding is not None and store.num_items != self.num_items:
             raise ConfigError(f"id_embedding needs the {self.num_items} training items, but the content store has "
                               f"{store.num_items}; encode new items with a content-only encoder")
-        self.__dict__["content"] = store  # not an nn.Module attribute, never saved
+        self.content = store  # a plain attribute: not a parameter or buffer, so never saved
 
     def _store(self):
         if self.content is None:
@@ -110,18 +112,22 @@ class ContentItemEncoder(nn.Module):
     def _device(self) -> torch.device:
         return next(self.parameters()).device
 
+    def _dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
     def encode_content(self, items: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         """[k] distinct item indices -> [k, dim]; index 0 (padding) gives zeros."""
+        items = items.to(self._device())
         real = items > 0
-        out = torch.zeros(items.shape[0], self.dim, device=self._device())
+        out = torch.zeros(items.shape[0], self.dim, device=items.device, dtype=self._dtype())
         if bool(real.any()):
             pos = real.nonzero(as_tuple=True)[0]
             out = out.index_copy(0, pos, self.encode_content(items[pos]).to(out.dtype))
         if self.id_embedding is not None:
-            out = out + self.id_embedding(items.to(out.device))
+            out = out + self.id_embedding(items)
         return out
 
     def all_items(self, batch_size: int = 256) -> torch.Tensor:

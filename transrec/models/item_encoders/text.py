@@ -83,14 +83,18 @@ class TextItemEncoder(ContentItemEncoder):
         if pooling not in POOLINGS:
             raise ConfigError(f"text encoder pooling must be one of {POOLINGS}, got {pooling!r}")
         self.pooling, self.max_length = pooling, max_length
-        self.pretrained = (self.preset["source"] is not None if self.preset else True) if pretrained is None \
-            else bool(pretrained)
+        if pretrained is None:  # presets know; a folder / Hub id is assumed to hold weights
+            pretrained = self.preset["source"] is not None if self.preset else True
+        self.pretrained = bool(pretrained)
         if backbone_config is None:
             backbone_config = self._resolve_config()
         try:
             config = AutoConfig.for_model(**backbone_config)
         except (KeyError, ValueError, TypeError) as err:
             raise ConfigError(f"text encoder {model!r}: invalid backbone_config ({err})") from None
+        positions = getattr(config, "max_position_embeddings", None)
+        if positions is not None and max_length > positions:
+            raise ConfigError(f"max_length={max_length} exceeds the {positions} positions of {model!r}")
         self.backbone = AutoModel.from_config(config)
         if getattr(self.backbone, "pooler", None) is not None:
             self.backbone.pooler = None  # pooling is ours (CLS hidden state or mean), not BERT's NSP pooler

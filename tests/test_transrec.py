@@ -1,0 +1,106 @@
+"""The content (TransRec-style) recommender end to end: train on one domain, save, reload offline,
+and transfer to a domain of unseen items (zero-shot, fine-tune, scratch)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import tiny_overrides
+
+from transrec.cli import main
+from transrec.config import load_config
+from transrec.errors import ConfigError
+from transrec.hub import load_model
+from transrec.training.trainer import train
+from transrec.training.transfer import transfer
+
+CONTENT = {"model.item_encoder": "mixture", "model.text_encoder": "tiny-bert", "model.image_encoder": "tiny-vit",
+           "model.text_trainable_blocks": 1, "model.image_trainable_blocks": 1, "train.objective": "inbatch",
+           "train.item_encoder_lr": 0.001}
+
+
+def content_overrides(world, domain: str, **extra) -> list[str]:
+    return tiny_overrides(world, **{"data.domain": domain, **CONTENT, **extra})
+
+
+@pytest.fixture(scope="module")
+def source_run(tiny_world, tmp_path_factory):
+    out = tmp_path_factory.mktemp("source")
+    result = train(load_config(None, content_overrides(tiny_world, "A", **{"train.epochs": 3})), out)
+    return out, result
+
+
+def test_content_model_trains_and_saves_assets(source_run):
+    out, result = source_run
+    assert 0 <= result.metrics["test"]["NDCG@10"] <= 1
+    model_dir = out / "model"
+    assert (model_dir / "tokenizer").is_dir() and (model_dir / "image_preprocessing.json").is_file()
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["item_encoder"] == "mixture" and "backbone_config" in config["item_encoder_args"]["text"]
+    assert "assets_dir" not in json.dumps(config)
+    # frozen bottoms: only the top block of each backbone (plus heads) trains
+    run = result.metrics["run"]
+    assert 0 < run["trainable_params"] < run["total_params"]
+
+
+def test_content_checkpoint_reloads_exactly_offline(source_run, tiny_world):
+    out, _ = source_run
+    from transrec.data.io import load_dataset_folder
+    from transrec.data.pipeline import restrict_to_domain
+
+    items = restrict_to_domain(load_dataset_folder(tiny_world), "A").items
+    a, b = load_model(out / "model"), load_model(out / "model")
+    for m in (a, b):
+        m.attach_content(m.item_encoder.build_content_store(items))
+        m.eval()
+    assert torch.equal(a.all_item_vectors(), b.all_item_vectors())
+    batch = {"items": torch.tensor([[0, 1, 2, 3], [4, 5, 6, 7]])}
+    assert torch.equal(a.encode_users(batch), b.encode_users(batch))
+
+
+def test_zero_shot_transfer_to_new_items(source_run, tiny_world, tmp_path, capsys):
+    out, _ = source_run
+    code = main(["transfer", "--model", str(out / "model"), "--mode", "zero_shot", "--output-dir",
+                 str(tmp_path / "zs"), *content_overrides(tiny_world, "B")])
+    assert code == 0
+    metrics = json.loads((tmp_path / "zs" / "metrics.json").read_text())
+    assert metrics["run"]["mode"] == "zero_shot"
+    assert set(metrics) >= {"valid", "test", "popularity"} and "NDCG@10" in metrics["popularity"]["test"]
+    assert "zero_shot (test)" in capsys.readouterr().out
+    # the transferred model ranks domain-B items, which the source model never saw
+    assert metrics["run"]["items"] == len(json.loads((tmp_path / "zs" / "model" / "item_ids.json").read_text()))
+
+
+@pytest.mark.parametrize("mode", ["fine_tune", "scratch"])
+def test_trained_transfer_modes(mode, source_run, tiny_world, tmp_path):
+    out, _ = source_run
+    cfg = load_config(None, content_overrides(tiny_world, "B", **{"train.epochs": 2}))
+    metrics = transfer(out / "model", cfg, mode, tmp_path)
+    assert metrics["run"]["mode"] == mode and "popularity" in metrics
+    assert (tmp_path / "model" / "model.safetensors").is_file()
+
+
+def test_fine_tune_starts_from_the_source_weights(source_run, tiny_world, tmp_path):
+    """One epoch of fine-tuning with lr≈0 must keep the source model's user encoder."""
+    out, _ = source_run
+    cfg = load_config(None, content_overrides(tiny_world, "B", **{"train.epochs": 1, "train.lr": 1e-12,
+                                                                  "train.item_encoder_lr": 1e-12}))
+    transfer(out / "model", cfg, "fine_tune", tmp_path)
+    before, after = load_model(out / "model"), load_model(tmp_path / "model")
+    for (name, p), q in zip(before.user_encoder.state_dict().items(), after.user_encoder.state_dict().values()):
+        assert torch.allclose(p, q, atol=1e-6), name
+
+
+def test_id_models_cannot_transfer_zero_shot(tiny_world, tmp_path):
+    train(load_config(None, tiny_overrides(tiny_world, **{"data.domain": "A", "train.epochs": 1})), tmp_path / "id")
+    with pytest.raises(ConfigError, match="ID model"):
+        transfer(tmp_path / "id" / "model", load_config(None, tiny_overrides(tiny_world, **{"data.domain": "B"})),
+                 "zero_shot", tmp_path / "zs")
+
+
+def test_bidirectional_user_encoder_trains(tiny_world, tmp_path):
+    cfg = load_config(None, tiny_overrides(tiny_world, **{"model.name": "bidirectional", "train.epochs": 4}))
+    result = train(cfg, tmp_path)
+    assert result.metrics["test"]["NDCG@10"] > result.metrics["popularity"]["test"]["NDCG@10"]
