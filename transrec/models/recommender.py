@@ -132,8 +132,13 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
         if hasattr(self.item_encoder, "export_assets"):
             self.item_encoder.export_assets(folder)
 
+    #: encode each distinct item of a batch once (False = once per position, the naive way; benchmarks only)
+    encode_distinct: bool = True
+
     def encode_items(self, items: torch.Tensor) -> torch.Tensor:
         """Vectors for item indices of any shape; each distinct item is encoded once."""
+        if not self.encode_distinct:
+            return self.item_encoder(items.reshape(-1)).reshape(*items.shape, -1)
         unique, inverse = torch.unique(items, return_inverse=True)
         return self.item_encoder(unique)[inverse]
 
