@@ -32,6 +32,7 @@ class DataConfig:
     k_core: int = 0  # iterative k-core filter on users and items (0 = off)
     synthetic_seed: int = 0
     synthetic_users: int = 1000
+    train_fraction: float = 1.0  # share of users whose training sequences train the model (all are evaluated)
     on_bad_content: str = "fail"  # fail | placeholder: a corrupt image or empty text stops, or is replaced and counted
 
 

@@ -165,7 +165,10 @@ def _read_jsonl(path: Path) -> Table:
             raise DataError(f"{path.name}: line {n}: expected a JSON object, got {type(row).__name__}")
         rows.append(row)
         locs.append(n)
-    frame = pd.DataFrame.from_records(rows).astype(object)
+    # object columns built by hand: pandas infers float64 for a column mixing ints and floats (or ints
+    # beyond int64) and would silently round an id such as 2**62 + 1
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    frame = pd.DataFrame({c: pd.Series([row.get(c) for row in rows], dtype=object) for c in columns})
     frame = frame.where(frame.notna(), None)
     return Table(path, frame, np.asarray(locs, dtype=np.int64), "line")
 
@@ -232,8 +235,8 @@ def _as_id(v: Any) -> str | None:
         return v
     if isinstance(v, (int, np.integer)):
         return str(int(v))
-    if isinstance(v, (float, np.floating)) and float(v).is_integer():
-        return str(int(v))
+    if isinstance(v, (float, np.floating)) and float(v).is_integer() and abs(v) <= 2**53:
+        return str(int(v))  # beyond 2**53 a float is not the integer the user wrote (1e30 -> 1000...656)
     return None
 
 

@@ -56,6 +56,10 @@ def load_raw_dataset(cfg) -> RecDataset:
     if cfg.source == "folder":
         if not cfg.path:
             raise ConfigError("data.source=folder needs data.path (the dataset folder)")
+        from transrec.data.validate import validate_folder
+
+        # every problem at once (file + line), not just the loader's first; warnings go to the log
+        validate_folder(cfg.path, load=False, on_bad_content=getattr(cfg, "on_bad_content", "fail")).raise_or_log()
         return load_source({"source": "folder", "path": cfg.path})
     if cfg.source == "movielens":
         return load_source({"source": "movielens", "path": cfg.path, "variant": cfg.variant})
@@ -91,4 +95,18 @@ def prepare_data(cfg) -> PreparedData:
                                  cfg.min_user_interactions, cfg.k_core)
     if len(dataset.interactions) == 0:
         raise DataError(f"{dataset.name}: no interactions")
-    return PreparedData(dataset, leave_one_out(sequences))
+    split = leave_one_out(sequences)
+    if not 0 < cfg.train_fraction <= 1:
+        raise ConfigError(f"data.train_fraction must be in (0, 1], got {cfg.train_fraction}")
+    if cfg.train_fraction < 1:
+        split = subsample_training_users(split, cfg.train_fraction)
+    return PreparedData(dataset, split)
+
+
+def subsample_training_users(split: LeaveOneOutSplit, fraction: float, seed: int = 0) -> LeaveOneOutSplit:
+    """Keep the training sequences of a seeded random `fraction` of users (learning curves over
+    data size); every user is still evaluated, with their full history as input."""
+    users = np.array([u for u, s in enumerate(split.train) if len(s)])
+    keep = set(np.random.default_rng(seed).choice(users, size=max(1, round(fraction * len(users))), replace=False))
+    train = [s if u in keep else s[:0] for u, s in enumerate(split.train)]
+    return LeaveOneOutSplit(train=train, valid=split.valid, test=split.test)

@@ -2,6 +2,11 @@
 
 A partially written checkpoint is never picked up on resume: only a folder that reached its
 final name (with `trainer_state.json` written last inside it) counts.
+
+The best weights so far travel inside each checkpoint (a hard link, so no copy): `best_model.safetensors`
+of the run folder is written on improvement, before the checkpoint that records the improvement, so
+a kill in between would otherwise pair a new best file with an old trainer state. Resume restores
+the checkpoint's copy, which always matches its state.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from safetensors.torch import load_file, save_file
 
 LATEST = "latest"
 STATE_FILE = "trainer_state.json"
+BEST_NAME = "best_model.safetensors"
 
 
 @dataclass
@@ -23,16 +29,27 @@ class TrainerState:
     """Everything besides tensors that a resumed run needs to continue exactly."""
 
     epoch: int = 0  # epoch in progress (0-based)
-    step_in_epoch: int = 0  # optimizer steps done in that epoch
+    step_in_epoch: int = 0  # batches done in that epoch (what `skip_first_batches` skips on resume)
     global_step: int = 0
     best_metric: float = -1.0
     best_epoch: int = -1
     bad_evals: int = 0
     elapsed_seconds: float = 0.0
     history: list[dict] = field(default_factory=list)
+    epoch_loss_sum: float = 0.0  # training loss summed over the epoch's batches so far
+    log_rows: int = 0  # rows of log.csv written so far; a resumed run drops the ones after this
 
 
-def save_checkpoint(accelerator, checkpoint_dir: Path, state: TrainerState) -> None:
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # no hard links here (another file system, some network mounts)
+        shutil.copyfile(src, dst)
+
+
+def save_checkpoint(accelerator, checkpoint_dir: Path, state: TrainerState, best_weights: Path | None = None
+                    ) -> None:
+    """Save accelerate's state, `state` and (if given and present) the best weights file atomically."""
     checkpoint_dir = Path(checkpoint_dir)
     final = checkpoint_dir / LATEST
     tmp = checkpoint_dir / f".{LATEST}.tmp"
@@ -41,6 +58,8 @@ def save_checkpoint(accelerator, checkpoint_dir: Path, state: TrainerState) -> N
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
     if accelerator.is_main_process:
+        if best_weights is not None and Path(best_weights).is_file():
+            _link_or_copy(Path(best_weights), tmp / BEST_NAME)
         (tmp / STATE_FILE).write_text(json.dumps(asdict(state)))
         old = checkpoint_dir / f".{LATEST}.old"
         if old.exists() and final.exists():  # left over by a kill during the last save: `final` is complete
@@ -62,9 +81,21 @@ def find_checkpoint(checkpoint_dir: Path) -> Path | None:
     return None
 
 
-def load_checkpoint(accelerator, path: Path) -> TrainerState:
+def load_checkpoint(accelerator, path: Path, best_weights: Path | None = None) -> TrainerState:
+    """Restore accelerate's state and return the trainer state; put the checkpoint's best weights
+    back at `best_weights` (a best file written after this checkpoint is not the state's best)."""
     accelerator.load_state(str(path))
-    return TrainerState(**json.loads((Path(path) / STATE_FILE).read_text()))
+    state = TrainerState(**json.loads((Path(path) / STATE_FILE).read_text()))
+    if best_weights is not None and accelerator.is_main_process:
+        best_weights, saved = Path(best_weights), Path(path) / BEST_NAME
+        if saved.is_file():
+            tmp = best_weights.with_suffix(".restore.tmp")
+            shutil.copyfile(saved, tmp)
+            os.replace(tmp, best_weights)
+        elif state.best_epoch < 1 and best_weights.is_file():
+            best_weights.unlink()
+    accelerator.wait_for_everyone()
+    return state
 
 
 def save_weights_atomic(state_dict: dict, path: Path) -> None:

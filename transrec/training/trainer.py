@@ -29,13 +29,16 @@ from transrec.evaluation.evaluator import compute_ranks, eval_loader
 from transrec.evaluation.metrics import metrics_from_ranks
 from transrec.hub import metrics_markdown, protocol_text, save_model
 from transrec.models.recommender import PopularityModel, build_model
+from transrec.models.item_encoders.presets import fit_centres
 from transrec.objectives import create_objective
 from transrec.training.checkpoint import (TrainerState, find_checkpoint, load_checkpoint, load_weights,
                                           save_checkpoint, save_weights_atomic)
+from transrec.training.guards import check_memory
 from transrec.training.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger("transrec")
 SELECT_METRIC = "NDCG@10"
+COLD_ITEM_MAX = 5  # a test item with fewer training interactions than this is "cold"
 MIXED_PRECISION = ("no", "bf16", "fp16")
 
 
@@ -70,14 +73,25 @@ class CsvTracker:
 
     def __init__(self, path: Path, enabled: bool):
         self.path, self.enabled = path, enabled
+        self.rows = 0  # data rows in the file (checkpoints record it, see `keep`)
         if enabled and not path.exists():
             with path.open("w", newline="") as f:
                 csv.writer(f).writerow(self.FIELDS)
+        elif enabled:
+            self.rows = max(0, len(path.read_text().splitlines()) - 1)
 
     def log(self, **row) -> None:
+        self.rows += 1
         if self.enabled:
             with self.path.open("a", newline="") as f:
                 csv.writer(f).writerow([row.get(k, "") for k in self.FIELDS])
+
+    def keep(self, rows: int) -> None:
+        """Drop the rows logged after a checkpoint: the resumed run logs them again."""
+        if self.enabled and self.path.exists():
+            lines = self.path.read_text().splitlines(keepends=True)
+            self.path.write_text("".join(lines[: rows + 1]))
+        self.rows = rows
 
 
 def make_accelerator(cfg: Config, output_dir: Path) -> Accelerator:
@@ -99,11 +113,24 @@ def make_accelerator(cfg: Config, output_dir: Path) -> Accelerator:
     )
 
 
+def split_ranks(accelerator: Accelerator, model, loader, cfg: Config) -> np.ndarray:
+    """Per-user ranks in the split's user order, gathered from every process."""
+    return compute_ranks(accelerator.unwrap_model(model), loader, cfg.eval.protocol, cfg.eval.exclude_history,
+                         cfg.eval.chunk_size, cfg.eval.num_negatives, seed=cfg.train.seed,
+                         gather=accelerator.gather_for_metrics)
+
+
 def evaluate_split(accelerator: Accelerator, model, loader, cfg: Config) -> dict[str, float]:
-    ranks = compute_ranks(accelerator.unwrap_model(model), loader, cfg.eval.protocol, cfg.eval.exclude_history,
-                          cfg.eval.chunk_size, cfg.eval.num_negatives, seed=cfg.train.seed,
-                          gather=accelerator.gather_for_metrics)
-    return metrics_from_ranks(ranks, ks=tuple(cfg.eval.ks))
+    return metrics_from_ranks(split_ranks(accelerator, model, loader, cfg), ks=tuple(cfg.eval.ks))
+
+
+def with_cold_slice(ranks: np.ndarray, data: PreparedData, ks) -> dict:
+    """Test metrics, plus the slice of users whose target item is cold (< COLD_ITEM_MAX training
+    interactions): where content models should beat ID models."""
+    metrics = metrics_from_ranks(ranks, ks=tuple(ks))
+    cold = data.item_counts()[data.split.test.targets] < COLD_ITEM_MAX
+    cold_metrics = metrics_from_ranks(ranks[cold], ks=tuple(ks)) if cold.any() else {}
+    return metrics, {**cold_metrics, "users": int(cold.sum())}
 
 
 def train(cfg: Config, output_dir: str | Path, resume: bool = False, init_model=None, extra: dict | None = None
@@ -140,12 +167,16 @@ def _train(accelerator: Accelerator, cfg: Config, output_dir: Path, resume: bool
     log.info("%s", data.dataset.summary())
     log.info("users after filtering: %d; processes: %d; device: %s", data.split.num_users,
              accelerator.num_processes, accelerator.device)
+    # before anything big is allocated: impossible memory settings fail now, naming the setting
+    check_memory(cfg, data.num_items, train=cfg.model.name != "popularity", device=accelerator.device)
     max_len = cfg.data.max_len
     model = init_model if init_model is not None else build_model(cfg.model, data.num_items, max_len)
     if getattr(model, "is_content_model", False):
         model.attach_content(model.item_encoder.build_content_store(data.dataset.items, cfg.data.on_bad_content))
         if init_model is None and cfg.model.pretrained and model.item_encoder.load_pretrained_weights():
             log.info("content backbones start from their pretrained weights")
+        if init_model is None:
+            fit_centres(model.item_encoder)
     valid_loader = eval_loader(data.split.valid, max_len, cfg.eval.batch_size)
     test_loader = eval_loader(data.split.test, max_len, cfg.eval.batch_size)
     tracker = CsvTracker(output_dir / "log.csv", accelerator.is_main_process)
@@ -190,7 +221,8 @@ def _train(accelerator: Accelerator, cfg: Config, output_dir: Path, resume: bool
         if found is None:
             log.warning("--resume: no checkpoint in %s; starting from scratch", checkpoint_dir)
         else:
-            state = load_checkpoint(accelerator, found)
+            state = load_checkpoint(accelerator, found, best_path)
+            tracker.keep(state.log_rows)
             log.info("resumed from %s at epoch %d, batch %d (best %s %.4f)", found, state.epoch,
                      state.step_in_epoch, SELECT_METRIC, state.best_metric)
     start = time.time() - state.elapsed_seconds
@@ -201,7 +233,6 @@ def _train(accelerator: Accelerator, cfg: Config, output_dir: Path, resume: bool
         loader = (accelerator.skip_first_batches(train_loader, state.step_in_epoch) if state.step_in_epoch
                   else train_loader)
         model.train()
-        losses = []
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
                    disable=not (cfg.train.progress and accelerator.is_main_process))
         for batch in bar:
@@ -215,18 +246,19 @@ def _train(accelerator: Accelerator, cfg: Config, output_dir: Path, resume: bool
                 optimizer.zero_grad()
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}; lower train.lr")
-            losses.append(loss.item())
+            state.epoch_loss_sum += loss.item()  # in the state, so a resumed epoch's mean loss is exact too
             state.step_in_epoch += 1
             if accelerator.sync_gradients:
                 state.global_step += 1
                 if cfg.train.checkpoint_every and state.global_step % cfg.train.checkpoint_every == 0:
-                    state.elapsed_seconds = time.time() - start
-                    save_checkpoint(accelerator, checkpoint_dir, state)
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+                    state.elapsed_seconds, state.log_rows = time.time() - start, tracker.rows
+                    save_checkpoint(accelerator, checkpoint_dir, state, best_path)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
             if time.time() - start > budget:
                 stop = True
                 break
-        epoch_loss = float(np.mean(losses)) if losses else float("nan")
+        epoch_loss = state.epoch_loss_sum / state.step_in_epoch if state.step_in_epoch else float("nan")
+        state.epoch_loss_sum = 0.0
         tracker.log(kind="train", epoch=epoch + 1, step=state.global_step, seconds=round(time.time() - start, 2),
                     loss=round(epoch_loss, 5), lr=scheduler.get_last_lr()[0])
         state.epoch, state.step_in_epoch = epoch + 1, 0
@@ -251,8 +283,8 @@ def _train(accelerator: Accelerator, cfg: Config, output_dir: Path, resume: bool
             if state.bad_evals >= cfg.train.patience:
                 log.info("early stop: no better valid %s for %d evaluations", SELECT_METRIC, state.bad_evals)
                 stop = True
-        state.elapsed_seconds = time.time() - start
-        save_checkpoint(accelerator, checkpoint_dir, state)
+        state.elapsed_seconds, state.log_rows = time.time() - start, tracker.rows
+        save_checkpoint(accelerator, checkpoint_dir, state, best_path)
         if stop:
             break
 
@@ -268,7 +300,7 @@ def _train(accelerator: Accelerator, cfg: Config, output_dir: Path, resume: bool
 def _finish(accelerator, cfg: Config, output_dir: Path, data: PreparedData, model, valid: dict, test_loader,
             state: TrainerState, train_seconds: float, extra: dict) -> RunResult:
     """Read test once with the selected model; write metrics.json, the model folder and curves."""
-    test = evaluate_split(accelerator, model, test_loader, cfg)
+    test, test_cold = with_cold_slice(split_ranks(accelerator, model, test_loader, cfg), data, cfg.eval.ks)
     best_seconds = next((h["seconds"] for h in state.history if h["epoch"] == state.best_epoch), train_seconds)
     run = {"model": cfg.model.name, "dataset": data.dataset.name, "users": data.split.num_users,
            "items": data.num_items, "epochs_run": state.epoch, "best_epoch": state.best_epoch,
@@ -276,10 +308,11 @@ def _finish(accelerator, cfg: Config, output_dir: Path, data: PreparedData, mode
            "processes": accelerator.num_processes, "protocol": protocol_text(cfg.eval),
            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
            "total_params": sum(p.numel() for p in model.parameters())}
-    metrics = {"valid": valid, "test": test, "run": {**run, **extra}}
+    metrics = {"valid": valid, "test": test, "test_cold_items": test_cold, "run": {**run, **extra}}
     if not isinstance(model, PopularityModel):  # every results table shows the popularity baseline
         popularity = PopularityModel(data.num_items, cfg.data.max_len).fit(data.split.train).to(accelerator.device)
-        metrics["popularity"] = {"test": evaluate_split(accelerator, popularity, test_loader, cfg)}
+        pop_test, pop_cold = with_cold_slice(split_ranks(accelerator, popularity, test_loader, cfg), data, cfg.eval.ks)
+        metrics["popularity"] = {"test": pop_test, "test_cold_items": pop_cold}
     if accelerator.is_main_process:
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         card = {"title": f"transrec {cfg.model.name} on {data.dataset.name}", "dataset": data.dataset.name,

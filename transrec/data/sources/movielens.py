@@ -150,7 +150,9 @@ def _load_grouplens_1m(folder: Path, fields: Sequence[str]) -> RecDataset:
         path = folder / "users.dat"
         for n, p in _rows(path, "::", 5, "latin-1"):
             code = p[3].strip()
-            occupation = OCCUPATIONS_1M[int(code)] if code.isdigit() and int(code) < len(OCCUPATIONS_1M) else code
+            # isdecimal + isascii: '²' (latin-1 0xB2) is a digit to str.isdigit but not to int()
+            known = code.isascii() and code.isdecimal() and int(code) < len(OCCUPATIONS_1M)
+            occupation = OCCUPATIONS_1M[int(code)] if known else code
             users[p[0]] = {"gender": p[1], "age": _age(p[2], path, n), "occupation": occupation}
     return _build("ml-1m", ratings, movies, users, fields, folder)
 

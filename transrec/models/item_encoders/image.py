@@ -21,7 +21,7 @@ from torch import nn
 
 from transrec.data.content import ContentStore
 from transrec.errors import ConfigError
-from transrec.models.item_encoders.presets import IMAGE_PRESETS, ContentItemEncoder, offline_error
+from transrec.models.item_encoders.presets import IMAGE_PRESETS, CenteredLinear, ContentItemEncoder, offline_error
 from transrec.registry import ITEM_ENCODERS
 
 PREPROCESSING_FILE = "image_preprocessing.json"
@@ -92,7 +92,7 @@ class ImageItemEncoder(ContentItemEncoder):
             raise ConfigError(f"unknown image encoder {model!r}: not a preset ({', '.join(IMAGE_PRESETS)}) "
                               "nor a timm model name")
         self.backbone = timm.create_model(self.timm_name, pretrained=False, num_classes=0, **kwargs)
-        self.projection = nn.Linear(self.backbone.num_features, dim)
+        self.projection = CenteredLinear(self.backbone.num_features, dim)
 
         self.blocks = block_list(self.backbone)
         n = len(self.blocks) if self.blocks is not None else 0

@@ -42,8 +42,11 @@ def efficientnet_lite0_file() -> Path:
 TEXT_PRESETS: dict[str, dict[str, Any]] = {
     "tiny-bert": {
         "config": {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-                   "intermediate_size": 64, "vocab_size": 30522, "max_position_embeddings": 512},
-        "source": None, "tokenizer": minilm_path, "pooling": "cls",
+                   "intermediate_size": 64, "vocab_size": 30522, "max_position_embeddings": 512,
+                   # BERT's 0.02 init makes a random tiny encoder map every text to nearly the same
+                   # vector (cosine ~1.0 with CLS pooling); 0.2 + mean pooling keeps texts apart (~0.8)
+                   "initializer_range": 0.2},
+        "source": None, "tokenizer": minilm_path, "pooling": "mean",
     },
     "minilm-l6-offline": {"config": None, "source": minilm_path, "tokenizer": minilm_path, "pooling": "mean"},
 }
@@ -138,6 +141,50 @@ class ContentItemEncoder(nn.Module):
         for start in range(1, n + 1, batch_size):
             chunks.append(self(torch.arange(start, min(start + batch_size, n + 1), device=device)))
         return torch.cat(chunks)
+
+
+class CenteredLinear(nn.Linear):
+    """`W (x - c) + b` with a learned centre `c` (UniSRec's parametric whitening).
+
+    Backbone features of different items share a large common component (random tiny encoders
+    map every text to nearly the same vector; pretrained ones have a strong mean direction). Left
+    in, it swamps the differences the recommender must learn from; `fit_centres` sets `c` to the
+    catalogue mean before training."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__(in_features, out_features)
+        self.center = nn.Parameter(torch.zeros(in_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x - self.center.to(x.dtype))
+
+
+@torch.no_grad()
+def fit_centres(encoder: nn.Module, batch_size: int = 256) -> None:
+    """Set every `CenteredLinear` centre in `encoder` to the mean of its inputs over the attached catalogue."""
+    layers = [m for m in encoder.modules() if isinstance(m, CenteredLinear)]
+    if not layers:
+        return
+    totals: dict[int, list] = {id(m): [0.0, 0] for m in layers}
+
+    def record(module, args):
+        x = args[0].detach().float()
+        totals[id(module)][0] = totals[id(module)][0] + x.sum(0)
+        totals[id(module)][1] += x.shape[0]
+
+    hooks = [m.register_forward_pre_hook(record) for m in layers]
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        encoder.all_items(batch_size)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        encoder.train(was_training)
+    for m in layers:
+        total, count = totals[id(m)]
+        if count:
+            m.center.copy_((total / count).to(m.center.dtype))  # the hook saw x before centring
 
 
 def set_trainable(module: nn.Module, trainable: bool) -> None:

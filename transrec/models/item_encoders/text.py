@@ -23,7 +23,7 @@ from torch import nn
 
 from transrec.data.content import ContentStore
 from transrec.errors import ConfigError
-from transrec.models.item_encoders.presets import TEXT_PRESETS, ContentItemEncoder, hub_offline, offline_error
+from transrec.models.item_encoders.presets import TEXT_PRESETS, CenteredLinear, ContentItemEncoder, hub_offline, offline_error
 from transrec.registry import ITEM_ENCODERS
 
 POOLINGS = ("cls", "mean")
@@ -98,7 +98,7 @@ class TextItemEncoder(ContentItemEncoder):
         self.backbone = AutoModel.from_config(config)
         if getattr(self.backbone, "pooler", None) is not None:
             self.backbone.pooler = None  # pooling is ours (CLS hidden state or mean), not BERT's NSP pooler
-        self.projection = nn.Linear(config.hidden_size, dim)
+        self.projection = CenteredLinear(config.hidden_size, dim)
 
         layers = getattr(getattr(self.backbone, "encoder", None), "layer", None)
         self.layers = list(layers) if hasattr(self.backbone, "embeddings") and layers is not None else None
