@@ -282,7 +282,7 @@ def test_image_trainable_blocks_and_frozen_bottom(catalog):
         assert not enc(torch.arange(1, 4)).requires_grad
 
     frozen = ImageItemEncoder(catalog.num_items, DIM, trainable_blocks=0)
-    assert _names(frozen, True) == {"projection.weight", "projection.bias"}
+    assert _names(frozen, True) == {"projection.weight", "projection.bias", "projection.center"}
     full = ImageItemEncoder(catalog.num_items, DIM, trainable_blocks=-1)
     assert _names(full, False) == set()
 

@@ -104,3 +104,21 @@ def test_bidirectional_user_encoder_trains(tiny_world, tmp_path):
     cfg = load_config(None, tiny_overrides(tiny_world, **{"model.name": "bidirectional", "train.epochs": 4}))
     result = train(cfg, tmp_path)
     assert result.metrics["test"]["NDCG@10"] > result.metrics["popularity"]["test"]["NDCG@10"]
+
+
+def test_fit_centres_removes_the_shared_component(tiny_world):
+    """After `fit_centres`, each projection's outputs average to its bias over the catalogue."""
+    from transrec.data.io import load_dataset_folder
+    from transrec.models.item_encoders.presets import CenteredLinear, fit_centres
+    from transrec.models.item_encoders.text import TextItemEncoder
+
+    items = load_dataset_folder(tiny_world).items
+    enc = TextItemEncoder(items.num_items, 8, trainable_blocks=0)
+    enc.set_content(enc.build_content_store(items, on_bad="placeholder"))
+    enc.eval()
+    with torch.no_grad():
+        before = enc.all_items()[1:].mean(0) - enc.projection.bias
+        fit_centres(enc)
+        after = enc.all_items()[1:].mean(0) - enc.projection.bias
+    assert isinstance(enc.projection, CenteredLinear)
+    assert after.abs().max() < 1e-4 < before.abs().max()
