@@ -135,12 +135,29 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
     #: encode each distinct item of a batch once (False = once per position, the naive way; benchmarks only)
     encode_distinct: bool = True
 
+    #: (sorted item indices, their vectors) encoded once for the current training batch
+    _batch_vectors: tuple[torch.Tensor, torch.Tensor] | None = None
+
     def encode_items(self, items: torch.Tensor) -> torch.Tensor:
-        """Vectors for item indices of any shape; each distinct item is encoded once."""
+        """Vectors for item indices of any shape; each distinct item is encoded once (per batch:
+        items already encoded for this training batch are reused, e.g. the objective's targets)."""
         if not self.encode_distinct:
             return self.item_encoder(items.reshape(-1)).reshape(*items.shape, -1)
         unique, inverse = torch.unique(items, return_inverse=True)
-        return self.item_encoder(unique)[inverse]
+        return self._encode_unique(unique)[inverse]
+
+    def _encode_unique(self, unique: torch.Tensor) -> torch.Tensor:
+        if self._batch_vectors is None:
+            return self.item_encoder(unique)
+        known, vectors = self._batch_vectors
+        pos = torch.searchsorted(known, unique).clamp(max=len(known) - 1)
+        hit = known[pos] == unique
+        if bool(hit.all()):
+            return vectors[pos]
+        out = vectors.new_zeros(len(unique), vectors.shape[-1])
+        out = out.index_copy(0, hit.nonzero(as_tuple=True)[0], vectors[pos[hit]])
+        miss = (~hit).nonzero(as_tuple=True)[0]
+        return out.index_copy(0, miss, self.item_encoder(unique[miss]).to(out.dtype))
 
     def all_item_vectors(self) -> torch.Tensor:
         if hasattr(self.item_encoder, "all_items"):
@@ -161,14 +178,22 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
     def forward(self, items: torch.Tensor, targets: torch.Tensor | None = None, objective: nn.Module | None = None):
         """Hidden states, or with targets and an objective the training loss over every real position.
 
-        The loss is computed inside `forward` so that DDP sees the whole graph (gradient sync)."""
-        hidden = self.hidden_states(items)
+        The loss is computed inside `forward` so that DDP sees the whole graph (gradient sync). The
+        distinct items of inputs and targets are encoded once, together: targets are the inputs
+        shifted by one, so this halves content-encoder work compared with encoding them apart."""
         if targets is None:
-            return hidden
-        mask = targets > 0
-        if not self.causal:  # a bidirectional encoder saw the whole window: supervise its last position only
-            mask[:, :-1] = False
-        return objective(self, hidden[mask], targets[mask])
+            return self.hidden_states(items)
+        if self.encode_distinct:
+            known = torch.unique(torch.cat([items.reshape(-1), targets.reshape(-1)]))
+            self._batch_vectors = (known, self.item_encoder(known))
+        try:
+            hidden = self.hidden_states(items)
+            mask = targets > 0
+            if not self.causal:  # a bidirectional encoder saw the whole window: supervise its last position only
+                mask[:, :-1] = False
+            return objective(self, hidden[mask], targets[mask])
+        finally:
+            self._batch_vectors = None
 
     def _device(self) -> torch.device:
         return next(self.parameters()).device
