@@ -51,6 +51,7 @@ def run_all(fractions: list[float], seed: int, runs: Path) -> dict:
         row["id_sasrec"] = metrics_of(out)
         row["popularity"] = {"test": row["fine_tune"]["popularity"]["test"]}
         results["fractions"][str(fraction)] = {m: {"test": r["test"], "run": r.get("run", {})} for m, r in row.items()}
+        write(results)  # partial results as each data size finishes
     return results
 
 
