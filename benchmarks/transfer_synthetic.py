@@ -17,8 +17,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-SOURCE_CFG = ROOT / "configs" / "transrec_demo.yaml"
-TARGET_CFG = ROOT / "configs" / "transrec_target.yaml"
+SOURCE_CFG = ROOT / "configs" / "transrec_minilm_A.yaml"
+TARGET_CFG = ROOT / "configs" / "transrec_minilm_B.yaml"
 METHODS = ("zero_shot", "fine_tune", "scratch", "id_sasrec", "popularity")
 
 
@@ -67,8 +67,9 @@ def write(results: dict) -> str:
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     src = results["source"]
-    header = ("Synthetic world, TransRec-style model (tiny BERT for text items + tiny ViT for image items, "
-              "random init, causal transformer user encoder) trained on domain A "
+    header = ("Synthetic world, TransRec-style model (every item encoded from its text by a frozen, cached "
+              "all-MiniLM-L6-v2 + trained projection; 1-layer causal transformer user encoder; "
+              "`configs/transrec_minilm_A.yaml`) trained on domain A "
               f"(source test NDCG@10 {src['NDCG@10']:.4f}), evaluated on domain B, whose items it never saw. "
               "Leave-one-out, full ranking over B's items excluding seen ones; a share of B's users "
               "trains (all are evaluated). Command: `python benchmarks/transfer_synthetic.py`.\n\n")
