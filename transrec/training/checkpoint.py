@@ -57,6 +57,7 @@ def save_checkpoint(accelerator, checkpoint_dir: Path, state: TrainerState, best
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()  # every rank has written its RNG file into tmp before it is renamed
     if accelerator.is_main_process:
         if best_weights is not None and Path(best_weights).is_file():
             _link_or_copy(Path(best_weights), tmp / BEST_NAME)
