@@ -33,10 +33,10 @@ def run(model: str, seed: int, runs: Path) -> dict:
     return json.loads((out / "metrics.json").read_text()) | {"dir": str(out)}
 
 
-def mean_std(values: list[float]) -> str:
+def mean_std(values: list[float], digits: int = 4) -> str:
     if len(values) == 1:
-        return f"{values[0]:.4f}"
-    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def main() -> None:
@@ -53,8 +53,8 @@ def main() -> None:
     for model, rs in results.items():
         cells = [mean_std([r["test"][k] for r in rs]) for k in KEYS]
         epochs = ", ".join(f"{r['run']['epochs_run']} ({r['run']['best_epoch']})" for r in rs)
-        best = mean_std([r["run"]["seconds_to_best"] for r in rs]).replace(".0000", "")
-        total = mean_std([r["run"]["train_seconds"] for r in rs]).replace(".0000", "")
+        best = mean_std([r["run"]["seconds_to_best"] for r in rs], 0)
+        total = mean_std([r["run"]["train_seconds"] for r in rs], 0)
         lines.append(f"| {model} | {' | '.join(cells)} | {epochs} | {best} | {total} |")
     table = "\n".join(lines)
     header = (f"MovieLens-100k (943 users, 1682 items), leave-one-out by time, exact full ranking excluding "
