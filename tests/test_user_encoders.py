@@ -27,7 +27,7 @@ def test_registry_and_flags():
     enc = USER_ENCODERS.create("sasrec", dim=16, max_len=10)
     assert isinstance(enc, SASRec)
     assert SASRec.causal and NextItNet.causal and GRU4Rec.causal
-    assert USER_ENCODERS.create("sasrec", dim=9, max_len=10, num_heads=2).blocks[0].num_heads == 1
+    assert USER_ENCODERS.create("sasrec", dim=9, max_len=10, num_heads=2).blocks[0].attn.num_heads == 1
 
 
 @pytest.mark.parametrize("name", NAMES)

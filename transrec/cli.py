@@ -70,6 +70,20 @@ def cmd_train(args) -> None:
 
     cfg = load_config(args.config, args.overrides)
     out = Path(args.output_dir or Path("runs") / cfg.name)
+    if cfg.task in ("profile", "cold_start"):  # a downstream task on a pretrained backbone
+        from transrec.training.finetune import finetune
+
+        if args.resume:
+            raise TransrecError("--resume is for sequence training; downstream fine-tunes are short, rerun them")
+        result = finetune(cfg, out)
+        if result.is_main_process:
+            keys = ("accuracy", "macro_f1") if cfg.task == "profile" else ("HR@10", "NDCG@10", "MRR@10")
+            for split in ("valid", "test", "baseline"):
+                print(f"{split}: " + ", ".join(f"{k} {result.metrics[split][k]:.4f}" for k in keys))
+            run = result.metrics["run"]
+            print(f"trainable parameters: {run['trainable_params']} of {run['total_params']} "
+                  f"({100 * run['trainable_share']:.2f}%)\nrun folder: {out}")
+        return
     result = train(cfg, out, resume=args.resume)
     if result.is_main_process:
         rows = {f"{cfg.model.name} ({split})": result.metrics[split] for split in ("valid", "test")}

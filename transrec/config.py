@@ -34,6 +34,7 @@ class DataConfig:
     synthetic_users: int = 1000
     train_fraction: float = 1.0  # share of users whose training sequences train the model (all are evaluated)
     on_bad_content: str = "fail"  # fail | placeholder: a corrupt image or empty text stops, or is replaced and counted
+    era_split: int = 0  # movielens: items released before this year get domain "before<Y>", the rest "from<Y>" (0 = off)
 
 
 @dataclass
@@ -65,6 +66,8 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     objective: str = "softmax"  # softmax | sampled_softmax | bce | inbatch
+    pretrain_objective: str = "next_item"  # next_item | masked_item (GRec/BERT4Rec-style; needs a non-causal encoder)
+    mask_prob: float = 0.2  # masked_item: share of positions masked (of those, 80% [MASK], 10% kept, 10% random)
     num_negatives: int = 256  # sampled_softmax / bce
     epochs: int = 100
     batch_size: int = 128  # global batch, split over processes
@@ -96,11 +99,33 @@ class EvalConfig:
 
 
 @dataclass
+class DownstreamConfig:
+    """Transfer of a pretrained user encoder to a downstream task (task: profile | cold_start)."""
+
+    backbone: str | None = None  # the pretrained model folder / Hub id (`transrec train` with task: pretrain)
+    mode: str = "peterrec"  # scratch | fine_all | fine_head | fine_last_k | peterrec
+    patch: str = "serial"  # peterrec: serial | parallel
+    bottleneck: int = 0  # patch width (0 = dim // 4)
+    last_k: int = 1  # fine_last_k: top blocks that train
+    readout: str = "auto"  # cls (appended token, causal models) | mean (pooled) | last | auto (cls if causal)
+    label: str = "gender"  # profile: a user attribute of the dataset, or the column of labels_file
+    labels_file: str | None = None  # profile: CSV `user_id,<label>` (overrides the dataset's attribute)
+    bins: list[float] = field(default_factory=list)  # profile: numeric labels bucketed at these edges
+    target_domain: str | None = None  # cold_start: the domain whose items are the targets
+    valid_fraction: float = 0.1  # users
+    test_fraction: float = 0.2  # users
+    split_seed: int = -1  # user split (-1 = train.seed)
+    head_dropout: float = 0.1
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    downstream: DownstreamConfig = field(default_factory=DownstreamConfig)
+    task: str = "next_item"  # next_item | pretrain (next_item or masked_item objective) | profile | cold_start
     name: str = "run"
 
     def to_dict(self) -> dict[str, Any]:

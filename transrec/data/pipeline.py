@@ -62,7 +62,8 @@ def load_raw_dataset(cfg) -> RecDataset:
         validate_folder(cfg.path, load=False, on_bad_content=getattr(cfg, "on_bad_content", "fail")).raise_or_log()
         return load_source({"source": "folder", "path": cfg.path})
     if cfg.source == "movielens":
-        return load_source({"source": "movielens", "path": cfg.path, "variant": cfg.variant})
+        return load_source({"source": "movielens", "path": cfg.path, "variant": cfg.variant,
+                            "era_split": getattr(cfg, "era_split", 0)})
     if not cfg.pretrain:
         raise ConfigError("data.source=peterrec needs data.pretrain (the pretraining file)")
     return load_source({"source": "peterrec", "pretrain": cfg.pretrain})

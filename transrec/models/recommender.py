@@ -101,10 +101,13 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
 
     def __init__(self, num_items: int, user_encoder: str = "sasrec", item_encoder: str = "id", dim: int = 64,
                  max_len: int = 50, encoder_args: dict[str, Any] | None = None,
-                 item_encoder_args: dict[str, Any] | None = None, model_type: str = "sequential"):
+                 item_encoder_args: dict[str, Any] | None = None, model_type: str = "sequential",
+                 mask_token: bool = False):
         super().__init__()
         self.num_items = num_items
         self.max_len = max_len
+        # masked-item pretraining: the learned [MASK] input vector (only then, so DDP sees no unused parameter)
+        self.mask_vector = nn.Parameter(torch.randn(dim) * 0.02) if mask_token else None
         self.item_encoder = ITEM_ENCODERS.create(item_encoder, num_items=num_items, dim=dim,
                                                  **(item_encoder_args or {}))
         self.user_encoder = USER_ENCODERS.create(user_encoder, dim=dim, max_len=max_len, **(encoder_args or {}))
@@ -164,32 +167,45 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
             return self.item_encoder.all_items()
         return self.item_encoder(torch.arange(self.num_items + 1, device=self._device()))
 
-    def hidden_states(self, items: torch.Tensor) -> torch.Tensor:
-        """[b, L] left-padded item indices -> [b, L, d] causal hidden states."""
-        return self.user_encoder(self.encode_items(items), items > 0)
+    def hidden_states(self, items: torch.Tensor, masked: torch.Tensor | None = None) -> torch.Tensor:
+        """[b, L] left-padded item indices -> [b, L, d] hidden states; `masked` positions get the
+        [MASK] vector instead of their item's (masked-item models)."""
+        vectors = self.encode_items(items)
+        if masked is not None:
+            vectors = torch.where(masked.unsqueeze(-1), self.mask_vector.to(vectors.dtype), vectors)
+        return self.user_encoder(vectors, items > 0)
 
     def encode_users(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.hidden_states(batch["items"])[:, -1]
+        items = batch["items"]
+        if self.mask_vector is not None and not self.causal:
+            # a masked-item model predicts the next item at an appended [MASK] (as it was trained to)
+            items = torch.cat([items, items.new_ones(items.shape[0], 1)], 1)[:, -self.max_len:]
+            masked = torch.zeros_like(items, dtype=torch.bool)
+            masked[:, -1] = True
+            return self.hidden_states(items, masked)[:, -1]
+        return self.hidden_states(items)[:, -1]
 
     @staticmethod
     def score(users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return users @ items.T
 
-    def forward(self, items: torch.Tensor, targets: torch.Tensor | None = None, objective: nn.Module | None = None):
-        """Hidden states, or with targets and an objective the training loss over every real position.
+    def forward(self, items: torch.Tensor, targets: torch.Tensor | None = None, objective: nn.Module | None = None,
+                masked: torch.Tensor | None = None):
+        """Hidden states, or with targets and an objective the training loss over every real position
+        (masked-item training: over the positions with a target).
 
         The loss is computed inside `forward` so that DDP sees the whole graph (gradient sync). The
         distinct items of inputs and targets are encoded once, together: targets are the inputs
         shifted by one, so this halves content-encoder work compared with encoding them apart."""
         if targets is None:
-            return self.hidden_states(items)
+            return self.hidden_states(items, masked)
         if self.encode_distinct:
             known = torch.unique(torch.cat([items.reshape(-1), targets.reshape(-1)]))
             self._batch_vectors = (known, self.item_encoder(known))
         try:
-            hidden = self.hidden_states(items)
+            hidden = self.hidden_states(items, masked)
             mask = targets > 0
-            if not self.causal:  # a bidirectional encoder saw the whole window: supervise its last position only
+            if not self.causal and masked is None:  # a bidirectional encoder saw the whole window: last position only
                 mask[:, :-1] = False
             return objective(self, hidden[mask], targets[mask])
         finally:
@@ -234,8 +250,8 @@ class PopularityModel(nn.Module, StrictSafetensorsMixin, library_name="transrec"
 MODEL_TYPES: dict[str, type[nn.Module]] = {"sequential": SequentialRecommender, "popularity": PopularityModel}
 
 
-def build_model(model_cfg, num_items: int, max_len: int) -> nn.Module:
-    """Instantiate the configured model (untrained)."""
+def build_model(model_cfg, num_items: int, max_len: int, mask_token: bool = False) -> nn.Module:
+    """Instantiate the configured model (untrained); `mask_token` for masked-item pretraining."""
     if model_cfg.name == "popularity":
         return PopularityModel(num_items=num_items, max_len=max_len)
     import inspect
@@ -246,7 +262,8 @@ def build_model(model_cfg, num_items: int, max_len: int) -> nn.Module:
                                                   "num_repeats", "kernel_size") if k in accepted}
     return SequentialRecommender(num_items=num_items, user_encoder=model_cfg.name,
                                  item_encoder=model_cfg.item_encoder, dim=model_cfg.dim, max_len=max_len,
-                                 encoder_args=options, item_encoder_args=item_encoder_args(model_cfg))
+                                 encoder_args=options, item_encoder_args=item_encoder_args(model_cfg),
+                                 mask_token=mask_token)
 
 
 def item_encoder_args(model_cfg) -> dict[str, Any]:

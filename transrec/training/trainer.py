@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from transrec.config import Config
 from transrec.data.pipeline import PreparedData, prepare_data
+from transrec.data.masking import MaskedItemCollator, MaskedItemDataset
 from transrec.data.sequences import NextItemDataset, collate_next_item
 from transrec.errors import ConfigError
 from transrec.evaluation.evaluator import compute_ranks, eval_loader
@@ -71,8 +72,9 @@ class CsvTracker:
 
     FIELDS = ["kind", "epoch", "step", "seconds", "loss", "lr", "HR@10", "NDCG@10", "MRR@10"]
 
-    def __init__(self, path: Path, enabled: bool):
+    def __init__(self, path: Path, enabled: bool, fields: list[str] | None = None):
         self.path, self.enabled = path, enabled
+        self.FIELDS = fields or self.FIELDS
         self.rows = 0  # data rows in the file (checkpoints record it, see `keep`)
         if enabled and not path.exists():
             with path.open("w", newline="") as f:
@@ -133,27 +135,53 @@ def with_cold_slice(ranks: np.ndarray, data: PreparedData, ks) -> dict:
     return metrics, {**cold_metrics, "users": int(cold.sum())}
 
 
+PRETRAIN_OBJECTIVES = ("next_item", "masked_item")
+TASKS = ("next_item", "pretrain", "profile", "cold_start")
+
+
+def pretrain_objective(cfg: Config) -> str:
+    """The sequence objective of this run, checked against the user encoder."""
+    name = cfg.train.pretrain_objective
+    if name not in PRETRAIN_OBJECTIVES:
+        raise ConfigError(f"train.pretrain_objective must be one of {PRETRAIN_OBJECTIVES}, got {name!r}")
+    if name == "masked_item":
+        from transrec.registry import USER_ENCODERS
+
+        if cfg.model.name == "popularity" or getattr(USER_ENCODERS.get(cfg.model.name), "causal", True):
+            raise ConfigError(f"masked_item pretraining needs a non-causal user encoder (model.name=bidirectional); "
+                              f"{cfg.model.name} is causal, use train.pretrain_objective=next_item with it")
+    return name
+
+
 def train(cfg: Config, output_dir: str | Path, resume: bool = False, init_model=None, extra: dict | None = None
           ) -> RunResult:
     """Train `cfg`'s model on its data; write config.yaml, metrics.json, model/, log.csv, train.log.
 
     `init_model` starts from an existing model (transfer fine-tuning) instead of a fresh one built
     from `cfg.model`; `extra` is merged into metrics.json (e.g. the transfer mode)."""
+    if cfg.task not in ("next_item", "pretrain"):
+        raise ConfigError(f"task must be one of {TASKS}, got {cfg.task!r}" if cfg.task not in TASKS else
+                          f"task {cfg.task} is a downstream task: run it with transrec.training.finetune.finetune")
+    pretrain_objective(cfg)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     accelerator = make_accelerator(cfg, output_dir)
     try:
         return _train(accelerator, cfg, output_dir, resume, init_model, extra or {})
     finally:
-        accelerator.end_training()
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-        # accelerate keeps process-wide singletons; clear them so the next run in this process (tests,
-        # benchmarks, transfer) can choose its own mixed precision and process group
-        from accelerate.state import AcceleratorState, GradientState
+        release(accelerator)
 
-        AcceleratorState._reset_state(reset_partial_state=True)
-        GradientState._reset_state()
+
+def release(accelerator: Accelerator) -> None:
+    """End the run: trackers, the process group, and accelerate's process-wide singletons (so the next
+    run in this process — tests, benchmarks, transfer — can choose its own precision and processes)."""
+    accelerator.end_training()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
 
 
 def _train(accelerator: Accelerator, cfg: Config, output_dir: Path, resume: bool, init_model, extra: dict
@@ -170,7 +198,9 @@ def _train(accelerator: Accelerator, cfg: Config, output_dir: Path, resume: bool
     # before anything big is allocated: impossible memory settings fail now, naming the setting
     check_memory(cfg, data.num_items, train=cfg.model.name != "popularity", device=accelerator.device)
     max_len = cfg.data.max_len
-    model = init_model if init_model is not None else build_model(cfg.model, data.num_items, max_len)
+    masked_items = pretrain_objective(cfg) == "masked_item"
+    model = init_model if init_model is not None else build_model(cfg.model, data.num_items, max_len,
+                                                                  mask_token=masked_items)
     if getattr(model, "is_content_model", False):
         model.attach_content(model.item_encoder.build_content_store(data.dataset.items, cfg.data.on_bad_content))
         if init_model is None and cfg.model.pretrained and model.item_encoder.load_pretrained_weights():
@@ -199,12 +229,16 @@ def _train(accelerator: Accelerator, cfg: Config, output_dir: Path, resume: bool
              sum(p.numel() for p in model.parameters() if p.requires_grad), n_params)
     objective = create_objective(cfg.train.objective, torch.as_tensor(data.item_counts()), cfg.train.num_negatives)
     objective = objective.to(accelerator.device)
-    train_set = NextItemDataset(data.split.train, max_len)
+    if masked_items:
+        train_set = MaskedItemDataset(data.split.train, max_len)
+        collate = MaskedItemCollator(data.num_items, cfg.train.mask_prob)
+    else:
+        train_set, collate = NextItemDataset(data.split.train, max_len), collate_next_item
     if len(train_set) == 0:
         raise ConfigError("no training sequences with 2+ items after the split; the data is too short")
     # The loader gets its own generator: each new iterator draws a seed from it, and a draw from the
     # global RNG would shift every later dropout mask after a mid-epoch resume (not exact any more).
-    train_loader = DataLoader(train_set, batch_size=cfg.train.batch_size, shuffle=True, collate_fn=collate_next_item,
+    train_loader = DataLoader(train_set, batch_size=cfg.train.batch_size, shuffle=True, collate_fn=collate,
                               generator=torch.Generator().manual_seed(cfg.train.seed))
     steps_per_epoch = math.ceil(len(train_loader) / max(1, cfg.train.grad_accum))
     optimizer = build_optimizer(model, cfg.train.lr, cfg.train.weight_decay, cfg.train.item_encoder_lr)
@@ -237,7 +271,7 @@ def _train(accelerator: Accelerator, cfg: Config, output_dir: Path, resume: bool
                    disable=not (cfg.train.progress and accelerator.is_main_process))
         for batch in bar:
             with accelerator.accumulate(model):
-                loss = model(batch["items"], batch["targets"], objective)
+                loss = model(batch["items"], batch["targets"], objective, masked=batch.get("masked"))
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and cfg.train.clip_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.train.clip_grad_norm)
@@ -302,7 +336,8 @@ def _finish(accelerator, cfg: Config, output_dir: Path, data: PreparedData, mode
     """Read test once with the selected model; write metrics.json, the model folder and curves."""
     test, test_cold = with_cold_slice(split_ranks(accelerator, model, test_loader, cfg), data, cfg.eval.ks)
     best_seconds = next((h["seconds"] for h in state.history if h["epoch"] == state.best_epoch), train_seconds)
-    run = {"model": cfg.model.name, "dataset": data.dataset.name, "users": data.split.num_users,
+    run = {"model": cfg.model.name, "task": cfg.task, "pretrain_objective": cfg.train.pretrain_objective,
+           "dataset": data.dataset.name, "users": data.split.num_users,
            "items": data.num_items, "epochs_run": state.epoch, "best_epoch": state.best_epoch,
            "train_seconds": round(train_seconds, 2), "seconds_to_best": round(best_seconds, 2),
            "processes": accelerator.num_processes, "protocol": protocol_text(cfg.eval),
@@ -333,8 +368,8 @@ def _finish(accelerator, cfg: Config, output_dir: Path, data: PreparedData, mode
     return RunResult(metrics=metrics, output_dir=output_dir, is_main_process=accelerator.is_main_process)
 
 
-def plot_curves(log_csv: Path, out_png: Path) -> None:
-    """Training loss and validation NDCG@10 against wall time, next to the run's metrics."""
+def plot_curves(log_csv: Path, out_png: Path, metric: str = "NDCG@10") -> None:
+    """Training loss and the validation metric against wall time, next to the run's metrics."""
     if not log_csv.exists():
         return
     import matplotlib
@@ -350,8 +385,8 @@ def plot_curves(log_csv: Path, out_png: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
     axes[0].plot([int(r["epoch"]) for r in train_rows], [float(r["loss"]) for r in train_rows], marker=".")
     axes[0].set(xlabel="epoch", ylabel="training loss", title="loss")
-    axes[1].plot([float(r["seconds"]) for r in valid_rows], [float(r["NDCG@10"]) for r in valid_rows], marker=".")
-    axes[1].set(xlabel="seconds", ylabel="valid NDCG@10", title="validation")
+    axes[1].plot([float(r["seconds"]) for r in valid_rows], [float(r[metric]) for r in valid_rows], marker=".")
+    axes[1].set(xlabel="seconds", ylabel=f"valid {metric}", title="validation")
     fig.tight_layout()
     fig.savefig(out_png, dpi=100)
     plt.close(fig)

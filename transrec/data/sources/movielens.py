@@ -88,11 +88,13 @@ def _build(
     users: dict[str, dict[str, object]],
     fields: Sequence[str],
     root: Path | None,
+    era_split: int = 0,
 ) -> RecDataset:
     catalog = ItemCatalog.from_records(
         [m[0] for m in movies],
         modality=["text"] * len(movies),
         text=[_item_text(title, genres, year, fields) for _, title, genres, year in movies],
+        domain=[era_domain(year, era_split) for *_, year in movies] if era_split else None,
         root=root,
     )
     unknown = [r for r in ratings if r[1] not in catalog.ids]
@@ -116,6 +118,12 @@ def _build(
     return RecDataset(name, catalog, interactions, UserProfiles(user_map, attributes))
 
 
+def era_domain(year: str | None, split: int) -> str:
+    """Two disjoint item domains by release era (cold-start transfer on MovieLens): "before<Y>" and
+    "from<Y>"; a movie without a year counts as before."""
+    return f"from{split}" if year is not None and int(year) >= split else f"before{split}"
+
+
 def _age(value: str, path: Path, line: int) -> int:
     try:
         return int(value)
@@ -123,7 +131,7 @@ def _age(value: str, path: Path, line: int) -> int:
         raise DataError(f"{path.name}: line {line}: age {value!r} is not an integer") from None
 
 
-def _load_grouplens_100k(folder: Path, fields: Sequence[str]) -> RecDataset:
+def _load_grouplens_100k(folder: Path, fields: Sequence[str], era_split: int = 0) -> RecDataset:
     data = folder / "u.data"
     ratings = [(p[0], p[1], p[3], data.name, n) for n, p in _rows(data, "\t", 4, "latin-1")]
     movies = []
@@ -135,10 +143,10 @@ def _load_grouplens_100k(folder: Path, fields: Sequence[str]) -> RecDataset:
         path = folder / "u.user"
         for n, p in _rows(path, "|", 5, "latin-1"):
             users[p[0]] = {"age": _age(p[1], path, n), "gender": p[2], "occupation": p[3]}
-    return _build("ml-100k", ratings, movies, users, fields, folder)
+    return _build("ml-100k", ratings, movies, users, fields, folder, era_split)
 
 
-def _load_grouplens_1m(folder: Path, fields: Sequence[str]) -> RecDataset:
+def _load_grouplens_1m(folder: Path, fields: Sequence[str], era_split: int = 0) -> RecDataset:
     data = folder / "ratings.dat"
     ratings = [(p[0], p[1], p[3], data.name, n) for n, p in _rows(data, "::", 4, "latin-1")]
     movies = []
@@ -154,7 +162,7 @@ def _load_grouplens_1m(folder: Path, fields: Sequence[str]) -> RecDataset:
             known = code.isascii() and code.isdecimal() and int(code) < len(OCCUPATIONS_1M)
             occupation = OCCUPATIONS_1M[int(code)] if known else code
             users[p[0]] = {"gender": p[1], "age": _age(p[2], path, n), "occupation": occupation}
-    return _build("ml-1m", ratings, movies, users, fields, folder)
+    return _build("ml-1m", ratings, movies, users, fields, folder, era_split)
 
 
 def _atomic(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
@@ -167,7 +175,7 @@ def _atomic(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, 
     return [(n, dict(zip(names, p))) for n, p in _rows(path, "\t", len(names), "utf-8", header=True)]
 
 
-def _load_recbole(folder: Path, stem: str, fields: Sequence[str]) -> RecDataset:
+def _load_recbole(folder: Path, stem: str, fields: Sequence[str], era_split: int = 0) -> RecDataset:
     inter = folder / f"{stem}.inter"
     ratings = [(r["user_id"], r["item_id"], r["timestamp"], inter.name, n) for n, r in _atomic(inter, ("user_id", "item_id", "timestamp"))]
     movies = []
@@ -185,7 +193,7 @@ def _load_recbole(folder: Path, stem: str, fields: Sequence[str]) -> RecDataset:
             users[r["user_id"]] = {
                 "age": _age(r["age"], user_file, n), "gender": r["gender"], "occupation": r["occupation"],
             }
-    return _build(stem, ratings, movies, users, fields, folder)
+    return _build(stem, ratings, movies, users, fields, folder, era_split)
 
 
 def recbole_ml100k_dir() -> Path:
@@ -204,8 +212,10 @@ def load_movielens(
     path: str | Path | None = None,
     variant: str = "ml-100k",
     text_fields: Sequence[str] = TEXT_FIELDS,
+    era_split: int = 0,
 ) -> RecDataset:
-    """Load MovieLens; `path=None` reads RecBole's offline ml-100k, else a GroupLens/RecBole folder."""
+    """Load MovieLens; `path=None` reads RecBole's offline ml-100k, else a GroupLens/RecBole folder.
+    `era_split=Y` puts items in two domains by release year (`era_domain`)."""
     if isinstance(text_fields, str):
         text_fields = (text_fields,)
     unknown = [f for f in text_fields if f not in TEXT_FIELDS]
@@ -214,19 +224,19 @@ def load_movielens(
     if path is None:
         if variant != "ml-100k":
             raise DataError(f"only ml-100k ships offline; pass path= a GroupLens {variant} folder")
-        return _load_recbole(recbole_ml100k_dir(), "ml-100k", text_fields)
+        return _load_recbole(recbole_ml100k_dir(), "ml-100k", text_fields, era_split)
     folder = Path(path)
     if not folder.is_dir():
         raise DataError(f"MovieLens folder {folder} does not exist")
     if (folder / variant).is_dir():
         folder = folder / variant
     if (folder / "u.data").is_file():
-        return _load_grouplens_100k(folder, text_fields)
+        return _load_grouplens_100k(folder, text_fields, era_split)
     if (folder / "ratings.dat").is_file():
-        return _load_grouplens_1m(folder, text_fields)
+        return _load_grouplens_1m(folder, text_fields, era_split)
     inter = sorted(folder.glob("*.inter"))
     if inter:
-        return _load_recbole(folder, inter[0].stem, text_fields)
+        return _load_recbole(folder, inter[0].stem, text_fields, era_split)
     found = ", ".join(sorted(p.name for p in folder.iterdir())[:20]) or "nothing"
     raise DataError(
         f"{folder} is not a MovieLens folder (expected u.data + u.item for ml-100k, ratings.dat + movies.dat "

@@ -8,6 +8,18 @@ from torch import Tensor, nn
 from transrec.registry import USER_ENCODERS
 
 
+class CausalConv(nn.Conv1d):
+    """Dilated causal convolution on channels-last sequences: [b, L, d] -> [b, L, d].
+
+    Channels-last in and out makes each conv a sublayer that model patches (PeterRec) can wrap;
+    the weights are those of a plain `nn.Conv1d` (same state-dict keys)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        pad = (self.kernel_size[0] - 1) * self.dilation[0]
+        h = F.pad(x.transpose(1, 2), (pad, 0))  # causal: zeros on the left only
+        return super().forward(h).transpose(1, 2)
+
+
 class _ResidualBlock(nn.Module):
     """x + ReLU(LN(conv_2r(ReLU(LN(conv_r(x)))))), both convs causal and dilated."""
 
@@ -15,14 +27,13 @@ class _ResidualBlock(nn.Module):
         super().__init__()
         self.kernel_size = kernel_size
         self.dilations = (dilation, 2 * dilation)
-        self.convs = nn.ModuleList(nn.Conv1d(dim, dim, kernel_size, dilation=d) for d in self.dilations)
+        self.convs = nn.ModuleList(CausalConv(dim, dim, kernel_size, dilation=d) for d in self.dilations)
         self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in self.dilations)
 
     def forward(self, x: Tensor, keep: Tensor) -> Tensor:
         h = x
-        for conv, norm, d in zip(self.convs, self.norms, self.dilations):
-            h = F.pad(h.transpose(1, 2), ((self.kernel_size - 1) * d, 0))  # causal: zeros on the left only
-            h = F.relu(norm(conv(h).transpose(1, 2))) * keep
+        for conv, norm in zip(self.convs, self.norms):
+            h = F.relu(norm(conv(h))) * keep
         return x + h
 
 
@@ -65,3 +76,7 @@ class NextItNet(nn.Module):
         for block in self.blocks:
             h = block(h, keep)
         return h
+
+    def patch_sites(self) -> dict[str, nn.Module]:
+        """Sublayers [b, L, d] -> [b, L, d] where model patches go: every dilated convolution."""
+        return {f"blocks.{i}.convs.{j}": conv for i, b in enumerate(self.blocks) for j, conv in enumerate(b.convs)}

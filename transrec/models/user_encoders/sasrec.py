@@ -9,27 +9,38 @@ from torch import Tensor, nn
 from transrec.registry import USER_ENCODERS
 
 
+class SelfAttention(nn.Module):
+    """Multi-head self-attention sublayer: [b, L, d] -> [b, L, d] (a model-patch site)."""
+
+    def __init__(self, dim: int, num_heads: int, dropout: float):
+        super().__init__()
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, attn_mask: Tensor) -> Tensor:
+        b, length, d = x.shape
+        qkv = self.qkv(x).view(b, length, 3, self.num_heads, d // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each [b, heads, L, d_head]
+        p = self.dropout if self.training else 0.0
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
+        return self.proj(a.transpose(1, 2).reshape(b, length, d))
+
+
 class _Block(nn.Module):
     """Pre-LN transformer block: x + Attn(LN(x)), then x + FFN(LN(x))."""
 
     def __init__(self, dim: int, num_heads: int, ffn_dim: int, dropout: float):
         super().__init__()
-        self.num_heads = num_heads
-        self.attn_dropout = dropout
         self.ln1 = nn.LayerNorm(dim)
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
+        self.attn = SelfAttention(dim, num_heads, dropout)
         self.ln2 = nn.LayerNorm(dim)
         self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_dim, dim))
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, attn_mask: Tensor) -> Tensor:
-        b, length, d = x.shape
-        qkv = self.qkv(self.ln1(x)).view(b, length, 3, self.num_heads, d // self.num_heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each [b, heads, L, d_head]
-        p = self.attn_dropout if self.training else 0.0
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
-        x = x + self.drop(self.proj(a.transpose(1, 2).reshape(b, length, d)))
+        x = x + self.drop(self.attn(self.ln1(x), attn_mask))
         return x + self.drop(self.ffn(self.ln2(x)))
 
 
@@ -80,6 +91,10 @@ class SASRec(nn.Module):
         for block in self.blocks:
             h = block(h, attn_mask)
         return self.final_ln(h) * keep
+
+    def patch_sites(self) -> dict[str, nn.Module]:
+        """Sublayers [b, L, d] -> [b, L, d] where model patches go: each attention and feed-forward."""
+        return {f"blocks.{i}.{part}": getattr(b, part) for i, b in enumerate(self.blocks) for part in ("attn", "ffn")}
 
 
 @USER_ENCODERS.register("bidirectional")
