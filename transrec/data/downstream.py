@@ -144,7 +144,8 @@ def cold_start_task(dataset: RecDataset, backbone_items: list[str], target_domai
         seqs = dataset.interactions.sequences()
         ids = dataset.items.ids.ids
         raw_targets = [None] + [[ids[i] for i in seq if dataset.items.domain[i] == target_domain] for seq in seqs[1:]]
-    overlap = backbone.intersection(target_items)
+    # a PeterRec fine-tune file's targets are their own id space; a domain's items must be new to the backbone
+    overlap = backbone.intersection(target_items) if target_domain is not None else set()
     if overlap:
         raise DataError(f"{len(overlap)} target item(s) are in the backbone's vocabulary (e.g. {sorted(overlap)[:3]}): "
                         "cold-start targets must be items the backbone never saw; pretrain on the source domain only")

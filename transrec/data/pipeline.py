@@ -66,7 +66,7 @@ def load_raw_dataset(cfg) -> RecDataset:
                             "era_split": getattr(cfg, "era_split", 0)})
     if not cfg.pretrain:
         raise ConfigError("data.source=peterrec needs data.pretrain (the pretraining file)")
-    return load_source({"source": "peterrec", "pretrain": cfg.pretrain})
+    return load_source({"source": "peterrec", "pretrain": cfg.pretrain, "finetune": cfg.finetune})
 
 
 def restrict_to_domain(dataset: RecDataset, domain: str) -> RecDataset:

@@ -40,7 +40,9 @@ from transrec.training.trainer import CsvTracker, RunResult, make_accelerator, p
 
 log = logging.getLogger("transrec")
 TASK_WEIGHTS, TASK_CONFIG = "task.safetensors", "task.json"
-SELECT = {"profile": "accuracy", "cold_start": "NDCG@10"}
+# model selection on validation: log-loss for profiles (smoother than accuracy on ~100 users), NDCG@10
+SELECT = {"profile": "log_loss", "cold_start": "NDCG@10"}
+LOWER_IS_BETTER = {"log_loss"}
 
 
 class _Cases(Dataset):
@@ -116,8 +118,10 @@ def evaluate_task(model: DownstreamModel, data: DownstreamData, cases: np.ndarra
         states.append(model.user_states(batch["items"].to(device)).float())
     users = torch.cat(states)
     if data.task == "profile":
-        pred = model.head(users).argmax(-1).cpu().numpy()
-        out = profile_metrics(pred, data.labels[cases], len(data.classes))
+        logits = model.head(users).float()
+        labels = torch.as_tensor(data.labels[cases], device=logits.device)
+        out = {**profile_metrics(logits.argmax(-1).cpu().numpy(), data.labels[cases], len(data.classes)),
+               "log_loss": float(F.cross_entropy(logits, labels))}
     else:
         ranks, owner = cold_start_ranks(users, model.head.item_vectors().float(), [data.targets[c] for c in cases])
         out = cold_start_metrics(ranks, owner, tuple(ks))
@@ -219,9 +223,10 @@ def _finetune(accelerator, cfg: Config, output_dir: Path) -> RunResult:
         history.append({"epoch": epoch + 1, "seconds": seconds, "loss": float(np.mean(losses)), **valid})
         tracker.log(kind="train", epoch=epoch + 1, seconds=seconds, loss=round(float(np.mean(losses)), 5))
         tracker.log(kind="valid", epoch=epoch + 1, seconds=seconds, **{select: round(valid[select], 5)})
-        improved = valid[select] > best
+        score = -valid[select] if select in LOWER_IS_BETTER else valid[select]
+        improved = score > best
         if improved:
-            best, bad, best_state = valid[select], 0, {k: v.clone() for k, v in unwrapped.task_state().items()}
+            best, bad, best_state = score, 0, {k: v.clone() for k, v in unwrapped.task_state().items()}
         else:
             bad += 1
         log.info("epoch %d: loss %.4f, valid %s %.4f%s", epoch + 1, np.mean(losses), select, valid[select],
@@ -229,7 +234,8 @@ def _finetune(accelerator, cfg: Config, output_dir: Path) -> RunResult:
         if bad >= cfg.train.patience or time.time() - start > budget:
             break
     unwrapped.load_state_dict(best_state, strict=False)
-    best_epoch = max(history, key=lambda h: h[select])["epoch"]
+    sign = -1 if select in LOWER_IS_BETTER else 1
+    best_epoch = max(history, key=lambda h: sign * h[select])["epoch"]
     valid = {k: v for k, v in next(h for h in history if h["epoch"] == best_epoch).items()
              if k not in ("epoch", "seconds", "loss")}
     test = evaluate_task(unwrapped, data, data.test, max_items, cfg.eval.ks, cfg.eval.batch_size, accelerator.device)

@@ -4,13 +4,15 @@ A model patch is a bottleneck residual MLP `x + W_up(act(W_down x))` (bottleneck
 It goes **serially** after a sublayer (`y = f(x); y + P(y)`) or **in parallel** beside it
 (`f(x) + P(x)`), at every site a user encoder lists in `patch_sites()`: each dilated convolution of
 NextItNet, each attention and feed-forward sublayer of a transformer (SASRec, the bidirectional
-TransRec encoder). Patches attach with forward hooks, so the backbone's modules and state-dict keys
-stay exactly as pretrained: one backbone file serves every task, and each task stores only its
-own tensors. `W_up` starts at zero, so a freshly patched model computes exactly what the
-pretrained one did.
+TransRec encoder). Patches attach with forward hooks, so the backbone's modules, state-dict keys and
+tensors stay exactly as pretrained: one backbone file serves every task, and each task stores only
+its own tensors. `W_up` starts at zero and the task's layer norms start as copies of the pretrained
+ones, so a freshly patched model computes exactly what the pretrained one did.
 """
 
 from __future__ import annotations
+
+import copy
 
 from torch import Tensor, nn
 
@@ -38,9 +40,12 @@ class Patch(nn.Module):
 
 
 class PatchSet(nn.Module):
-    """One patch per site of a user encoder, attached by forward hooks."""
+    """One patch per site of a user encoder, attached by forward hooks, plus the task's own copies of
+    the encoder's layer norms (the paper re-learns them): a hook replaces each pretrained norm's output
+    with the task copy's, so the backbone's tensors are never modified, not even in memory."""
 
-    def __init__(self, user_encoder: nn.Module, dim: int, placement: str = "serial", bottleneck: int = 0):
+    def __init__(self, user_encoder: nn.Module, dim: int, placement: str = "serial", bottleneck: int = 0,
+                 task_norms: bool = True):
         super().__init__()
         if placement not in PLACEMENTS:
             raise ConfigError(f"downstream.patch must be one of {PLACEMENTS}, got {placement!r}")
@@ -53,6 +58,10 @@ class PatchSet(nn.Module):
         self.patches = nn.ModuleDict({name.replace(".", "_"): Patch(dim, self.bottleneck) for name in sites})
         self._handles = [site.register_forward_hook(self._hook(self.patches[name.replace(".", "_")]))
                          for name, site in sites.items()]
+        norms = {name.replace(".", "_"): m for name, m in user_encoder.named_modules() if isinstance(m, nn.LayerNorm)}
+        self.norms = nn.ModuleDict({k: copy.deepcopy(m) for k, m in norms.items()} if task_norms else {})
+        for key, task_norm in self.norms.items():
+            self._handles.append(norms[key].register_forward_hook(self._norm_hook(task_norm)))
 
     def _hook(self, patch: Patch):
         serial = self.placement == "serial"
@@ -62,15 +71,18 @@ class PatchSet(nn.Module):
 
         return apply
 
+    @staticmethod
+    def _norm_hook(task_norm: nn.LayerNorm):
+        def apply(module, args, output):
+            return task_norm(args[0])
+
+        return apply
+
     def detach(self) -> None:
         """Remove the hooks: the backbone computes its pretrained function again."""
         for handle in self._handles:
             handle.remove()
         self._handles = []
-
-
-def layer_norms(module: nn.Module) -> list[nn.Module]:
-    return [m for m in module.modules() if isinstance(m, nn.LayerNorm)]
 
 
 def last_blocks(user_encoder: nn.Module, k: int) -> list[nn.Module]:
@@ -88,8 +100,9 @@ def last_blocks(user_encoder: nn.Module, k: int) -> list[nn.Module]:
 def set_trainable(backbone: nn.Module, mode: str, last_k: int = 1, patches: PatchSet | None = None) -> None:
     """Freeze/unfreeze the backbone's parameters for a fine-tuning mode (the task head always trains).
 
-    scratch / fine_all: everything; fine_head: nothing; fine_last_k: the top k blocks; peterrec: the
-    patches and every layer norm of the user encoder (as the paper does), the rest frozen."""
+    scratch / fine_all: everything; fine_head: nothing; fine_last_k: the top k blocks; peterrec: only
+    the patch set (patches + its copies of the layer norms, as the paper re-learns them); the backbone
+    is frozen whole."""
     if mode not in MODES:
         raise ConfigError(f"downstream.mode must be one of {', '.join(MODES)}, got {mode!r}")
     train_all = mode in ("scratch", "fine_all")
@@ -98,11 +111,8 @@ def set_trainable(backbone: nn.Module, mode: str, last_k: int = 1, patches: Patc
     if mode == "fine_last_k":
         for module in last_blocks(backbone.user_encoder, last_k):
             module.requires_grad_(True)
-    if mode == "peterrec":
-        if patches is None:
-            raise ConfigError("mode peterrec needs model patches")
-        for norm in layer_norms(backbone.user_encoder):
-            norm.requires_grad_(True)
+    if mode == "peterrec" and patches is None:
+        raise ConfigError("mode peterrec needs model patches")
     if patches is not None:
         patches.requires_grad_(mode == "peterrec" or train_all)
 
