@@ -93,16 +93,61 @@ def main() -> None:
                     raise SystemExit(f"{task}/{mode}/seed{seed} changed the backbone file")
                 runs.append({"task": task, "mode": mode, "seed": seed, "test": metrics["test"],
                              "baseline": metrics["baseline"], "run": metrics["run"]})
+                if task != "cold_start" and mode == args.modes[0]:
+                    runs.append({"task": task, "mode": "bag_of_items_logreg", "seed": seed,
+                                 "test": bag_of_items_logreg(task, seed, backbone), "baseline": metrics["baseline"],
+                                 "run": {"trainable_params": 0, "total_params": 0, "epochs_run": 0}})
                 print(f"{task:10s} {mode:18s} seed {seed}: " + summary(task, metrics["test"]), flush=True)
-    results = aggregate(runs, args.tasks, args.modes)
+    results = aggregate(runs, args.tasks, args.modes + ["bag_of_items_logreg"])
     report = {"pretrain": {k: pre_metrics[k] for k in ("valid", "test", "popularity", "run")},
               "backbone_sha256": digest, "seeds": args.seeds, "results": results, "runs": runs,
               "seconds": round(time.time() - start, 1)}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.stem}.json").write_text(json.dumps(report, indent=2))
     (RESULTS / f"{args.stem}.md").write_text(markdown(report, args))
-    plot(results, args.tasks, args.modes, RESULTS / f"{args.stem}.png")
+    plot(results, args.tasks, args.modes + ["bag_of_items_logreg"], RESULTS / f"{args.stem}.png")
     print((RESULTS / f"{args.stem}.md").read_text())
+
+
+def bag_of_items_logreg(task: str, seed: int, backbone: Path) -> dict[str, float]:
+    """Reference for profile tasks without any sequence model: L2-regularised logistic regression on
+    the user's (normalised) bag of backbone items, L2 strength picked on the validation users."""
+    import torch
+    import torch.nn.functional as F
+
+    from transrec.data.downstream import build_task
+    from transrec.data.pipeline import load_raw_dataset
+    from transrec.hub import load_item_ids
+    from transrec.training.finetune import profile_metrics
+
+    cfg = load_config(CONFIG, TASKS[task])
+    items = load_item_ids(backbone)
+    data = build_task("profile", load_raw_dataset(cfg.data), items, cfg.downstream, seed)
+    x = torch.zeros(len(data.users), len(items) + 1)
+    for i, s in enumerate(data.sources):
+        x[i, torch.as_tensor(s)] = 1.0
+    x = 10 * x / x.sum(1, keepdim=True).clamp(min=1)
+    y = torch.as_tensor(data.labels)
+    train_idx = torch.as_tensor(data.train)
+    best = None
+    for l2 in (1e-4, 1e-3, 1e-2, 1e-1):
+        torch.manual_seed(seed)
+        linear = torch.nn.Linear(x.shape[1], len(data.classes))
+        opt = torch.optim.LBFGS(linear.parameters(), max_iter=200)
+
+        def closure():
+            opt.zero_grad()
+            loss = F.cross_entropy(linear(x[train_idx]), y[train_idx]) + l2 * linear.weight.pow(2).sum()
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        with torch.no_grad():
+            valid_loss = F.cross_entropy(linear(x[data.valid]), y[data.valid]).item()
+            pred = linear(x[data.test]).argmax(1).numpy()
+        if best is None or valid_loss < best[0]:
+            best = (valid_loss, profile_metrics(pred, data.labels[data.test], len(data.classes)))
+    return best[1]
 
 
 def primary(task: str) -> tuple[str, str]:
@@ -170,10 +215,14 @@ def markdown(report: dict, args) -> str:
         lines += [f"## {task}", "", f"| mode | {k1} | {k2} | trainable | % of total | % of fine_all |",
                   "|---|---:|---:|---:|---:|---:|"]
         ref = r.get("fine_all", {}).get("trainable_params")
-        for mode in args.modes:
+        for mode in args.modes + ["bag_of_items_logreg"]:
             if mode not in r:
                 continue
             m = r[mode]
+            if mode == "bag_of_items_logreg":
+                lines.append(f"| bag-of-items logistic regression (no pretraining) | {m[k1]['mean']:.4f} ± "
+                             f"{m[k1]['std']:.4f} | {m[k2]['mean']:.4f} ± {m[k2]['std']:.4f} | - | - | - |")
+                continue
             rel = f"{100 * m['trainable_params'] / ref:.1f}%" if ref else "-"
             lines.append(f"| {mode} | {m[k1]['mean']:.4f} ± {m[k1]['std']:.4f} | {m[k2]['mean']:.4f} ± "
                          f"{m[k2]['std']:.4f} | {m['trainable_params']:,} | "

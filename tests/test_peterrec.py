@@ -383,3 +383,24 @@ def test_published_peterrec_files_pretrain_and_transfer(tmp_path):
                                                            "data.finetune": str(tmp_path / "prof.csv")}.items()])
     metrics = finetune(prof_cfg, tmp_path / "prof").metrics
     assert metrics["test"]["accuracy"] > 0.9  # groups use disjoint items: separable
+
+
+def test_peterrec_transfers_a_content_transformer_backbone(tiny_world, tmp_path):
+    """The TransRec user encoder (a transformer over content item vectors) takes patches too; its
+    cold-start input items are all items outside the target domain, encoded from content."""
+    from transrec.training.finetune import finetune
+    from transrec.training.trainer import train
+
+    content = {"model.item_encoder": "mixture", "model.text_encoder": "tiny-bert", "model.image_encoder": "tiny-vit",
+               "model.text_trainable_blocks": 0, "model.image_trainable_blocks": 0, "model.pretrained": "false"}
+    train(load_config(None, tiny_overrides(tiny_world, **{"task": "pretrain", "data.domain": "A", "train.epochs": 1,
+                                                          **content})), tmp_path / "pt")
+    weights = tmp_path / "pt" / "model" / "model.safetensors"
+    before = _file_hash(weights)
+    cfg = _task_cfg(tiny_world, tmp_path / "pt" / "model", task="cold_start",
+                    **{"downstream.target_domain": "B", "train.epochs": 2})
+    result = finetune(cfg, tmp_path / "cold")
+    assert _file_hash(weights) == before
+    assert result.metrics["run"]["trainable_share"] < 0.5
+    stored = load_file(str(tmp_path / "cold" / "task.safetensors"))
+    assert any("_attn." in k for k in stored) and not any(k.startswith("backbone.") for k in stored)

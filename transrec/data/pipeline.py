@@ -69,6 +69,13 @@ def load_raw_dataset(cfg) -> RecDataset:
     return load_source({"source": "peterrec", "pretrain": cfg.pretrain, "finetune": cfg.finetune})
 
 
+def catalog_subset(items: ItemCatalog, keep: np.ndarray) -> ItemCatalog:
+    """The items at indices `keep` (in that order) as their own catalog, indexed 1..len(keep)."""
+    return ItemCatalog.from_records(
+        [items.ids.ids[i] for i in keep], [items.modality[i] for i in keep], [items.text[i] for i in keep],
+        [items.image[i] for i in keep], [items.domain[i] for i in keep], root=items.root)
+
+
 def restrict_to_domain(dataset: RecDataset, domain: str) -> RecDataset:
     """Keep only the items of one domain (and interactions with them), re-indexed densely."""
     items = dataset.items
@@ -77,9 +84,7 @@ def restrict_to_domain(dataset: RecDataset, domain: str) -> RecDataset:
     keep = items.indices_in_domain(domain)
     remap = np.zeros(items.num_items + 1, dtype=np.int64)
     remap[keep] = np.arange(1, len(keep) + 1)
-    catalog = ItemCatalog.from_records(
-        [items.ids.ids[i] for i in keep], [items.modality[i] for i in keep], [items.text[i] for i in keep],
-        [items.image[i] for i in keep], [items.domain[i] for i in keep], root=items.root)
+    catalog = catalog_subset(items, keep)
     inter = dataset.interactions
     mask = remap[inter.item] > 0
     interactions = Interactions(inter.users, inter.user[mask], remap[inter.item[mask]], inter.timestamp[mask])

@@ -106,6 +106,7 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
         super().__init__()
         self.num_items = num_items
         self.max_len = max_len
+        self.dim = dim
         # masked-item pretraining: the learned [MASK] input vector (only then, so DDP sees no unused parameter)
         self.mask_vector = nn.Parameter(torch.randn(dim) * 0.02) if mask_token else None
         self.item_encoder = ITEM_ENCODERS.create(item_encoder, num_items=num_items, dim=dim,

@@ -149,9 +149,18 @@ def build_downstream(cfg: Config, backbone, data: DownstreamData, dim: int) -> D
     return model
 
 
-def _model_dim(backbone) -> int:
-    with torch.no_grad():
-        return int(backbone.item_encoder(torch.ones(1, dtype=torch.long, device=backbone._device())).shape[-1])
+def attach_source_content(backbone, dataset, cfg: Config) -> list[str]:
+    """A content backbone encodes any item from its content: its input items are all the dataset's
+    items outside the cold-start target domain (for a profile task, all items). Returns their ids."""
+    from transrec.data.pipeline import catalog_subset
+
+    items = dataset.items
+    target = cfg.downstream.target_domain if cfg.task == "cold_start" else None
+    keep = np.array([i for i in range(1, items.num_items + 1) if target is None or items.domain[i] != target],
+                    dtype=np.int64)
+    catalog = catalog_subset(items, keep)
+    backbone.attach_content(backbone.item_encoder.build_content_store(catalog, cfg.data.on_bad_content))
+    return catalog.ids.ids[1:]
 
 
 def finetune(cfg: Config, output_dir: str | Path) -> RunResult:
@@ -178,12 +187,14 @@ def _finetune(accelerator, cfg: Config, output_dir: Path) -> RunResult:
     backbone = load_model(folder, fresh=ds.mode == "scratch")
     if not hasattr(backbone, "user_encoder"):
         raise ConfigError(f"{ds.backbone} is not a sequential recommender (model_type {type(backbone).__name__})")
+    dataset = load_raw_dataset(cfg.data)
     if backbone.is_content_model:
-        raise ConfigError("downstream tasks on content backbones are not supported yet: pretrain an ID backbone")
-    backbone_items = load_item_ids(folder)
-    data = build_task(cfg.task, load_raw_dataset(cfg.data), backbone_items, ds, cfg.train.seed)
+        backbone_items = attach_source_content(backbone, dataset, cfg)
+    else:
+        backbone_items = load_item_ids(folder)
+    data = build_task(cfg.task, dataset, backbone_items, ds, cfg.train.seed)
     log.info("%s", data.summary())
-    dim = _model_dim(backbone)
+    dim = backbone.dim
     model = build_downstream(cfg, backbone, data, dim)
     trainable, total = count_parameters(model)
     log.info("mode %s: %d trainable of %d parameters (%.2f%%)", ds.mode, trainable, total, 100 * trainable / total)
@@ -286,7 +297,8 @@ def save_task(model: DownstreamModel, output_dir: Path, cfg: Config, data: Downs
 
 def load_task(task_dir: str | Path, backbone: str | Path | None = None) -> DownstreamModel:
     """Rebuild a fine-tuned task: the backbone (checked against the recorded SHA-256), patches and
-    head, then the task's tensors loaded strictly."""
+    head, then the task's tensors loaded strictly. A content backbone needs its input items' content
+    before use: `model.backbone.attach_content(store)` (see `attach_source_content`)."""
     task_dir = Path(task_dir)
     spec_path = task_dir / TASK_CONFIG
     if not spec_path.is_file():
@@ -302,7 +314,7 @@ def load_task(task_dir: str | Path, backbone: str | Path | None = None) -> Downs
     backbone_model = load_model(folder, fresh=ds.mode == "scratch")
     cfg = Config(task=spec["task"], downstream=ds)
     data = DownstreamData(spec["task"], [], [], classes=spec["classes"], target_items=spec["target_items"])
-    model = build_downstream(cfg, backbone_model, data, _model_dim(backbone_model))
+    model = build_downstream(cfg, backbone_model, data, backbone_model.dim)
     try:
         state = load_file(str(task_dir / TASK_WEIGHTS))
     except Exception as err:  # missing or corrupt file
