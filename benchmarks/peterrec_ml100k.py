@@ -1,6 +1,7 @@
 """PeterRec on MovieLens-100k: one pretrained NextItNet, four downstream tasks, five fine-tuning modes.
 
-    python benchmarks/peterrec_ml100k.py [--seeds 0 1 2] [--out runs/peterrec] [--stem peterrec_ml100k]
+    python benchmarks/peterrec_ml100k.py [--seeds 0 1 2] [--tasks ...] [--modes ...]
+    python benchmarks/peterrec_ml100k.py --backbone masked   # a bidirectional, masked-item backbone instead
 
 1. Pretrain NextItNet once (next-item objective) on the users' sequences over the "recent" movies
    (released 1994 or later; `configs/peterrec_ml100k.yaml`). No labels are used.
@@ -58,24 +59,37 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def pretrain(out: Path) -> Path:
+BACKBONES = {  # --backbone: how the one backbone is pretrained
+    "nextitnet": [],  # PeterRec's: causal NextItNet, next-item objective; [CLS] readout
+    "masked": ["model.name=bidirectional", "model.num_layers=2", "train.pretrain_objective=masked_item"],  # GRec-style
+}
+
+
+def pretrain(out: Path, kind: str) -> Path:
     model = out / "pretrain" / "model"
     if not (model / "model.safetensors").is_file():
-        train(load_config(CONFIG, ["task=pretrain", "train.progress=false"]), out / "pretrain")
+        train(load_config(CONFIG, ["task=pretrain", "train.progress=false"] + BACKBONES[kind]), out / "pretrain")
     return model
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "peterrec")
-    parser.add_argument("--stem", default="peterrec_ml100k")
+    parser.add_argument("--backbone", choices=list(BACKBONES), default="nextitnet")
+    parser.add_argument("--readout", choices=["auto", "cls", "mean", "last"], default="auto",
+                        help="user state: auto = the paper's ([CLS] for causal backbones, mean for bidirectional)")
+    parser.add_argument("--out", type=Path, default=None, help="run folders (default runs/peterrec[_<backbone>])")
+    parser.add_argument("--stem", default=None, help="results file stem (default peterrec_ml100k[_<backbone>])")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS))
     parser.add_argument("--modes", nargs="+", default=list(MODES))
     args = parser.parse_args()
+    suffix = ("" if args.backbone == "nextitnet" else f"_{args.backbone}") + \
+        ("" if args.readout == "auto" else f"_{args.readout}")
+    args.out = args.out or ROOT / "runs" / f"peterrec{suffix}"
+    args.stem = args.stem or f"peterrec_ml100k{suffix}"
     logging.getLogger("transrec").setLevel(logging.WARNING)
     start = time.time()
-    backbone = pretrain(args.out)
+    backbone = pretrain(args.out, args.backbone)
     pre_metrics = json.loads((backbone.parent / "metrics.json").read_text())
     digest = sha256(backbone / "model.safetensors")
     runs = []
@@ -86,7 +100,8 @@ def main() -> None:
                 if (folder / "metrics.json").is_file():
                     metrics = json.loads((folder / "metrics.json").read_text())
                 else:
-                    cfg = load_config(CONFIG, TASKS[task] + MODES[mode] + COMMON + [
+                    cfg = load_config(CONFIG, TASKS[task] + MODES[mode] + COMMON + BACKBONES[args.backbone] + [
+                        f"downstream.readout={args.readout}",
                         f"downstream.backbone={backbone}", f"train.seed={seed}"])
                     metrics = finetune(cfg, folder).metrics
                 if sha256(backbone / "model.safetensors") != digest:
@@ -99,9 +114,10 @@ def main() -> None:
                                  "run": {"trainable_params": 0, "total_params": 0, "epochs_run": 0}})
                 print(f"{task:10s} {mode:18s} seed {seed}: " + summary(task, metrics["test"]), flush=True)
     results = aggregate(runs, args.tasks, args.modes + ["bag_of_items_logreg"])
-    report = {"pretrain": {k: pre_metrics[k] for k in ("valid", "test", "popularity", "run")},
+    report = {"backbone": args.backbone, "readout": args.readout, "pretrain": {k: pre_metrics[k] for k in ("valid", "test", "popularity", "run")},
               "backbone_sha256": digest, "seeds": args.seeds, "results": results, "runs": runs,
-              "seconds": round(time.time() - start, 1)}
+              "seconds": round(time.time() - start, 1),
+              "finetune_seconds": round(sum(r["run"].get("train_seconds", 0) for r in runs), 1)}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.stem}.json").write_text(json.dumps(report, indent=2))
     (RESULTS / f"{args.stem}.md").write_text(markdown(report, args))
@@ -148,6 +164,10 @@ def bag_of_items_logreg(task: str, seed: int, backbone: Path) -> dict[str, float
         if best is None or valid_loss < best[0]:
             best = (valid_loss, profile_metrics(pred, data.labels[data.test], len(data.classes)))
     return best[1]
+
+
+BACKBONE_TEXT = {"nextitnet": "NextItNet (causal, next-item objective, [CLS] readout)",
+                 "masked": "a 2-layer bidirectional transformer (masked-item objective, mean-pooled readout)"}
 
 
 def primary(task: str) -> tuple[str, str]:
@@ -199,8 +219,10 @@ def markdown(report: dict, args) -> str:
     pre = report["pretrain"]
     lines = [f"# PeterRec on MovieLens-100k ({len(report['seeds'])} seeds: {report['seeds']})", "",
              "Command: `python benchmarks/peterrec_ml100k.py` (config `configs/peterrec_ml100k.yaml`); "
-             f"{report['seconds']:.0f} s in all on this machine.", "",
-             f"Backbone: NextItNet pretrained once (next-item, source domain = movies released 1994 or later, "
+             f"The {len(report['runs'])} fine-tunes trained for {report['finetune_seconds']:.0f} s in total on a "
+             "shared 2-core CPU.", "",
+             f"Backbone: {BACKBONE_TEXT[report['backbone']]}"
+             f"{'' if report['readout'] == 'auto' else ', read out by ' + report['readout'] + ' pooling'} pretrained once (source domain = movies released 1994 or later, "
              f"{pre['run']['items']} items, {pre['run']['users']} users); its own next-item test NDCG@10 "
              f"{pre['test']['NDCG@10']:.4f} (popularity {pre['popularity']['test']['NDCG@10']:.4f}). "
              f"Backbone file SHA-256 `{report['backbone_sha256'][:16]}…`, identical after every fine-tune.", "",

@@ -19,13 +19,17 @@ READOUTS = ("cls", "mean", "last")
 
 
 class ClassifierHead(nn.Module):
+    """LayerNorm -> dropout -> linear. The norm matters: a NextItNet state is an unnormalised residual
+    sum whose scale grows with depth, and a linear head on it trains erratically on a few hundred users."""
+
     def __init__(self, dim: int, num_classes: int, dropout: float = 0.1):
         super().__init__()
+        self.norm = nn.LayerNorm(dim)
         self.drop = nn.Dropout(dropout)
         self.linear = nn.Linear(dim, num_classes)
 
     def forward(self, users: Tensor) -> Tensor:
-        return self.linear(self.drop(users))
+        return self.linear(self.drop(self.norm(users)))
 
 
 class TargetItemHead(nn.Module):
