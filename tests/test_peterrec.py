@@ -97,7 +97,7 @@ def _n(module) -> int:
 @pytest.mark.parametrize("encoder", ["nextitnet", "sasrec"])
 def test_parameter_counts_are_exact(encoder):
     d, c, b = 16, 3, 4
-    head = d * c + c
+    head = d * c + c + 2 * d  # linear + its layer norm
     cls = d
     full = _downstream("fine_all", encoder)
     backbone = _n(full.backbone)
