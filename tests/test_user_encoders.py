@@ -97,3 +97,25 @@ def test_gru4rec_hidden_projection():
     enc = make("gru4rec", hidden_dim=12, num_layers=2)
     x, mask = left_pad(torch.randn(2, 4, DIM), 7)
     assert enc(x, mask).shape == (2, 7, DIM)
+
+
+def test_checkpoints_with_pre_refactoring_sasrec_names_still_load(tmp_path):
+    """SASRec's attention moved into an `attn` sublayer (a patch site); older files name its tensors
+    `blocks.N.qkv` / `blocks.N.proj` and must load to the same model."""
+    from safetensors.torch import load_file, save_file
+
+    from transrec.hub import load_model, save_model
+    from transrec.models.recommender import SequentialRecommender
+
+    torch.manual_seed(0)
+    model = SequentialRecommender(12, user_encoder="sasrec", dim=8, max_len=6,
+                                  encoder_args={"num_layers": 2, "num_heads": 2, "dropout": 0.0}).eval()
+    save_model(model, tmp_path / "m", [str(i) for i in range(1, 13)])
+    weights = tmp_path / "m" / "model.safetensors"
+    state = load_file(str(weights))
+    legacy = {k.replace(".attn.", "."): v for k, v in state.items()}
+    assert legacy.keys() != state.keys() and "user_encoder.blocks.1.qkv.weight" in legacy
+    save_file(legacy, str(weights))
+    loaded = load_model(tmp_path / "m")
+    items = torch.tensor([[0, 3, 4, 5], [1, 2, 3, 4]])
+    torch.testing.assert_close(loaded.hidden_states(items), model.hidden_states(items))

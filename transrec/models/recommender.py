@@ -8,6 +8,7 @@ user state after the last real item), `score(users, items) -> [b, n]`, plus
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +38,8 @@ class StrictSafetensorsMixin(PyTorchModelHubMixin):
         if os.path.isdir(model_id):
             weights = Path(model_id) / WEIGHTS_NAME
             if not weights.is_file():
-                load_state_strict(model, load_pickled_weights(Path(model_id), allow_pickle, map_location),
-                                  model_id)
+                state = load_pickled_weights(Path(model_id), allow_pickle, map_location)
+                load_state_strict(model, upgrade_state_dict(state, model), model_id)
                 return model
         else:
             from huggingface_hub import hf_hub_download
@@ -52,8 +53,30 @@ class StrictSafetensorsMixin(PyTorchModelHubMixin):
             state = load_file(str(weights), device=map_location)
         except Exception as err:  # safetensors raises several types for corrupt files
             raise CheckpointError(f"{weights}: cannot read safetensors file: {err}") from None
-        load_state_strict(model, state, str(weights))
+        load_state_strict(model, upgrade_state_dict(state, model), str(weights))
         return model
+
+
+# Tensor names that earlier transrec versions wrote, and what they are called now. SASRec's attention
+# became its own sublayer (`attn`), so that model patches can hook it.
+LEGACY_NAMES = [(re.compile(r"^(user_encoder\.blocks\.\d+\.)(qkv|proj)\."), r"\1attn.\2.")]
+
+
+def upgrade_state_dict(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Rename tensors saved under an earlier version's names, where the model expects the new name
+    (checkpoints from before a refactoring keep loading; anything else is left for the strict check)."""
+    expected = set(model.state_dict())
+    out = {}
+    for name, tensor in state.items():
+        new = name
+        if name not in expected:
+            for pattern, replacement in LEGACY_NAMES:
+                candidate = pattern.sub(replacement, name)
+                if candidate in expected and candidate not in state:
+                    new = candidate
+                    break
+        out[new] = tensor
+    return out
 
 
 def load_pickled_weights(folder: Path, allow_pickle: bool, map_location: str = "cpu") -> dict[str, torch.Tensor]:
