@@ -153,6 +153,20 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
             raise TypeError("attach_content needs a content item encoder (text, image, mixture)")
         self.item_encoder.set_content(store)
         self.num_items = store.num_items
+        self._sync_hub_config()
+
+    def add_item_ids(self) -> None:
+        """id+content on the attached items (see `ContentItemEncoder.add_id_embedding`)."""
+        if not self.is_content_model or self.item_encoder.content is None:
+            raise TypeError("add_item_ids needs a content item encoder with its content attached")
+        self.item_encoder.add_id_embedding()
+        self._sync_hub_config()
+
+    def _sync_hub_config(self) -> None:
+        """Keep the saved config.json in step with the items and item encoder the model has now."""
+        if isinstance(self._hub_mixin_config, dict):
+            self._hub_mixin_config["num_items"] = self.num_items
+            self._hub_mixin_config["item_encoder_args"] = self.item_encoder.config_kwargs()
 
     def export_assets(self, folder: Path) -> None:
         """Tokenizer files / image preprocessing config, so a checkpoint can encode new items."""

@@ -40,7 +40,10 @@ def build_optimizer(model: nn.Module, lr: float, weight_decay: float, item_encod
     item_encoder = getattr(model, "item_encoder", None)
     if item_encoder_lr == 0 or item_encoder is None or not hasattr(item_encoder, "set_content"):
         return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
-    encoder_ids = {id(p) for p in item_encoder.parameters()}
+    # the slow rate protects pretrained content weights; a fresh ID table (id+content) learns at `lr`
+    fresh = getattr(item_encoder, "id_embedding", None)
+    fresh_ids = {id(p) for p in fresh.parameters()} if fresh is not None else set()
+    encoder_ids = {id(p) for p in item_encoder.parameters()} - fresh_ids
     groups = []
     for group in param_groups(model, weight_decay):
         inside = [p for p in group["params"] if id(p) in encoder_ids]

@@ -42,6 +42,14 @@ def transfer(source: str | Path, cfg: Config, mode: str, output_dir: str | Path)
 
         if mode == "fine_tune":
             model = load_model(source)
+            _require_content(model, str(source))
+            if cfg.model.id_embedding and model.item_encoder.id_embedding is None:
+                # id+content fine-tuning: the target's items get zero-initialised ID vectors
+                data = prepare_data(cfg.data)
+                model.attach_content(model.item_encoder.build_content_store(data.dataset.items,
+                                                                            cfg.data.on_bad_content))
+                model.add_item_ids()
+                extra["id_embedding_added"] = True
         else:
             model = load_model(source, fresh=True)
             if cfg.model.pretrained:

@@ -96,6 +96,16 @@ class ContentItemEncoder(nn.Module):
             with torch.no_grad():
                 self.id_embedding.weight[0].zero_()
 
+    def add_id_embedding(self) -> None:
+        """Turn a content-only encoder into id+content for the attached items: a new ID vector per
+        item, zero-initialised so the model starts exactly where the content alone put it (transfer
+        fine-tuning: the content is the prior, the IDs learn what the target's data adds)."""
+        n = self._store().num_items
+        self.id_embedding = nn.Embedding(n + 1, self.dim, padding_idx=0).to(self._device())
+        nn.init.zeros_(self.id_embedding.weight)
+        self.num_items = n
+        self._config["id_embedding"] = True
+
     def config_kwargs(self) -> dict[str, Any]:
         """JSON-serialisable constructor kwargs (without num_items, dim and assets_dir)."""
         return dict(self._config)
