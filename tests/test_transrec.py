@@ -122,3 +122,30 @@ def test_fit_centres_removes_the_shared_component(tiny_world):
         after = enc.all_items()[1:].mean(0) - enc.projection.bias
     assert isinstance(enc.projection, CenteredLinear)
     assert after.abs().max() < 1e-4 < before.abs().max()
+
+
+def test_id_plus_content_fine_tuning_starts_at_the_content_model(source_run, tiny_world, tmp_path):
+    """`model.id_embedding=true` on fine-tuning gives B's items zero-initialised ID vectors: the
+    model starts exactly at the content-only one, the IDs train at train.lr, and it saves/loads."""
+    from transrec.data.pipeline import prepare_data
+    from transrec.training.optim import build_optimizer
+
+    out, _ = source_run
+    cfg = load_config(None, content_overrides(tiny_world, "B", **{"train.epochs": 1, "model.id_embedding": "true"}))
+    model = load_model(out / "model").eval()  # no dropout: compare the same function
+    items = prepare_data(cfg.data).dataset.items
+    model.attach_content(model.item_encoder.build_content_store(items))
+    content_only = model.all_item_vectors().detach().clone()
+    model.add_item_ids()
+    assert model.item_encoder.id_embedding.num_embeddings == items.num_items + 1
+    torch.testing.assert_close(model.all_item_vectors(), content_only)
+    optimizer = build_optimizer(model, lr=1e-3, weight_decay=0.0, item_encoder_lr=1e-5)
+    rates = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    assert rates[id(model.item_encoder.id_embedding.weight)] == 1e-3
+    assert rates[id(model.item_encoder.text.projection.weight)] == 1e-5
+
+    metrics = transfer(out / "model", cfg, "fine_tune", tmp_path / "ft")
+    assert metrics["run"]["id_embedding_added"] is True
+    tuned = load_model(tmp_path / "ft" / "model")
+    assert tuned.item_encoder.id_embedding is not None and tuned.num_items == items.num_items
+    assert tuned.item_encoder.id_embedding.weight.abs().sum() > 0  # the IDs trained
