@@ -404,3 +404,16 @@ def test_peterrec_transfers_a_content_transformer_backbone(tiny_world, tmp_path)
     assert result.metrics["run"]["trainable_share"] < 0.5
     stored = load_file(str(tmp_path / "cold" / "task.safetensors"))
     assert any("_attn." in k for k in stored) and not any(k.startswith("backbone.") for k in stored)
+
+
+def test_cold_start_sampled_legacy_protocol_is_labelled_and_easier():
+    from transrec.training.finetune import cold_start_ranks
+
+    torch.manual_seed(0)
+    users, items = torch.randn(20, 8), torch.randn(301, 8)
+    targets = [np.array([1 + i, 50 + i]) for i in range(20)]
+    full, owner = cold_start_ranks(users, items, targets)
+    sampled, owner2 = cold_start_ranks(users, items, targets, protocol="sampled_legacy", num_negatives=99, seed=1)
+    assert (owner == owner2).all() and sampled.max() <= 99 and (sampled <= full).all() and (sampled < full).any()
+    with pytest.raises(ConfigError, match="protocol"):
+        cold_start_ranks(users, items, targets, protocol="sampled")

@@ -30,7 +30,8 @@ from transrec.data.pipeline import load_raw_dataset
 from transrec.data.sequences import left_pad
 from transrec.errors import CheckpointError, ConfigError
 from transrec.evaluation.metrics import metrics_from_ranks
-from transrec.evaluation.ranking import exact_ranks
+from transrec.evaluation.evaluator import PROTOCOLS
+from transrec.evaluation.ranking import exact_ranks, sampled_ranks
 from transrec.hub import load_item_ids, load_model, resolve_model_dir
 from transrec.models.recommender import WEIGHTS_NAME, load_state_strict
 from transrec.models.transfer.downstream import ClassifierHead, DownstreamModel, TargetItemHead
@@ -89,14 +90,22 @@ def profile_metrics(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> d
     return {"accuracy": float(np.mean(pred == labels)), "macro_f1": float(np.mean(f1)), "users": int(len(labels))}
 
 
-def cold_start_ranks(users: torch.Tensor, item_vecs: torch.Tensor, targets: list[np.ndarray]
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact rank of every (user, target item) among all target items, the user's other target
-    items excluded; returns (ranks, the case's user position)."""
+def cold_start_ranks(users: torch.Tensor, item_vecs: torch.Tensor, targets: list[np.ndarray],
+                     protocol: str = "full", num_negatives: int = 99, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Rank of every (user, target item) among all target items, the user's other target items
+    excluded; returns (ranks, the case's user position). `protocol="sampled_legacy"`: among
+    `num_negatives` random non-target items instead (PeterRec's 1+99; labelled, not comparable)."""
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"eval.protocol must be one of {PROTOCOLS}, got {protocol!r}")
     owner = np.repeat(np.arange(len(targets)), [len(t) for t in targets])
     flat = torch.as_tensor(np.concatenate(targets), dtype=torch.long)
     history = left_pad([targets[i] for i in owner])
-    ranks = exact_ranks(users[torch.as_tensor(owner, device=users.device)], item_vecs, flat, history, exclude_history=True)
+    case_users = users[torch.as_tensor(owner, device=users.device)]
+    if protocol == "full":
+        ranks = exact_ranks(case_users, item_vecs, flat, history, exclude_history=True)
+    else:
+        ranks = sampled_ranks(case_users.cpu(), item_vecs.cpu(), flat, history, num_negatives=num_negatives,
+                              generator=torch.Generator().manual_seed(seed), exclude_history=True)
     return ranks.cpu().numpy(), owner
 
 
@@ -109,7 +118,8 @@ def cold_start_metrics(ranks: np.ndarray, owner: np.ndarray, ks) -> dict[str, fl
 
 @torch.no_grad()
 def evaluate_task(model: DownstreamModel, data: DownstreamData, cases: np.ndarray, max_items: int, ks,
-                  batch_size: int = 256, device=None) -> dict[str, float]:
+                  batch_size: int = 256, device=None, protocol: str = "full", num_negatives: int = 99
+                  ) -> dict[str, float]:
     was_training = model.training
     model.eval()
     states, labels = [], []
@@ -123,7 +133,8 @@ def evaluate_task(model: DownstreamModel, data: DownstreamData, cases: np.ndarra
         out = {**profile_metrics(logits.argmax(-1).cpu().numpy(), data.labels[cases], len(data.classes)),
                "log_loss": float(F.cross_entropy(logits, labels))}
     else:
-        ranks, owner = cold_start_ranks(users, model.head.item_vectors().float(), [data.targets[c] for c in cases])
+        ranks, owner = cold_start_ranks(users, model.head.item_vectors().float(), [data.targets[c] for c in cases],
+                                        protocol, num_negatives)
         out = cold_start_metrics(ranks, owner, tuple(ks))
     model.train(was_training)
     return out
@@ -207,6 +218,12 @@ def _finetune(accelerator, cfg: Config, output_dir: Path) -> RunResult:
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     unwrapped = accelerator.unwrap_model(model)
     select = SELECT[data.task]
+    protocol = (cfg.eval.protocol, cfg.eval.num_negatives)
+    if cfg.eval.protocol not in PROTOCOLS:
+        raise ConfigError(f"eval.protocol must be one of {PROTOCOLS}, got {cfg.eval.protocol!r}")
+    if cfg.eval.protocol != "full":
+        log.warning("eval.protocol=%s: LEGACY sampled metrics (target vs %d random target items), not comparable "
+                    "with full ranking", cfg.eval.protocol, cfg.eval.num_negatives)
     tracker = CsvTracker(output_dir / "log.csv", accelerator.is_main_process,
                          fields=["kind", "epoch", "seconds", "loss", select])
     best, best_state, bad, history = -math.inf, None, 0, []
@@ -229,7 +246,7 @@ def _finetune(accelerator, cfg: Config, output_dir: Path) -> RunResult:
                 raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}; lower train.lr")
             losses.append(loss.item())
         valid = evaluate_task(unwrapped, data, data.valid, max_items, cfg.eval.ks, cfg.eval.batch_size,
-                              accelerator.device)
+                              accelerator.device, *protocol)
         seconds = round(time.time() - start, 2)
         history.append({"epoch": epoch + 1, "seconds": seconds, "loss": float(np.mean(losses)), **valid})
         tracker.log(kind="train", epoch=epoch + 1, seconds=seconds, loss=round(float(np.mean(losses)), 5))
@@ -249,14 +266,18 @@ def _finetune(accelerator, cfg: Config, output_dir: Path) -> RunResult:
     best_epoch = max(history, key=lambda h: sign * h[select])["epoch"]
     valid = {k: v for k, v in next(h for h in history if h["epoch"] == best_epoch).items()
              if k not in ("epoch", "seconds", "loss")}
-    test = evaluate_task(unwrapped, data, data.test, max_items, cfg.eval.ks, cfg.eval.batch_size, accelerator.device)
-    metrics = {"valid": valid, "test": test, "baseline": baseline_metrics(data, cfg.eval.ks),
+    test = evaluate_task(unwrapped, data, data.test, max_items, cfg.eval.ks, cfg.eval.batch_size, accelerator.device,
+                         *protocol)
+    metrics = {"valid": valid, "test": test, "baseline": baseline_metrics(data, cfg.eval.ks, *protocol),
                "run": {"task": cfg.task, "mode": ds.mode, "patch": ds.patch if ds.mode == "peterrec" else None,
                        "label": ds.label if cfg.task == "profile" else None, "backbone": str(ds.backbone),
                        "trainable_params": trainable, "total_params": total,
                        "trainable_share": trainable / total, "epochs_run": len(history), "best_epoch": best_epoch,
                        "train_seconds": round(time.time() - start, 2), "seed": cfg.train.seed,
-                       "data": data.summary(), "selected_on": f"valid {select}"}}
+                       "data": data.summary(), "selected_on": f"valid {select}",
+                       "protocol": ("full ranking over all target items" if cfg.eval.protocol == "full" else
+                                    f"LEGACY sampled: each target vs {cfg.eval.num_negatives} random target items")
+                       if cfg.task == "cold_start" else "accuracy / macro-F1 over all classes"}}
     if accelerator.is_main_process:
         save_task(unwrapped, output_dir, cfg, data, folder)
         (output_dir / "config.yaml").write_text(cfg.to_yaml())
@@ -268,7 +289,7 @@ def _finetune(accelerator, cfg: Config, output_dir: Path) -> RunResult:
     return RunResult(metrics=metrics, output_dir=output_dir, is_main_process=accelerator.is_main_process)
 
 
-def baseline_metrics(data: DownstreamData, ks) -> dict[str, float]:
+def baseline_metrics(data: DownstreamData, ks, protocol: str = "full", num_negatives: int = 99) -> dict[str, float]:
     """The no-model reference on the test users: the majority class (profile) or the most popular
     target items among training users (cold start)."""
     if data.task == "profile":
@@ -280,7 +301,8 @@ def baseline_metrics(data: DownstreamData, ks) -> dict[str, float]:
         np.add.at(counts, data.targets[c], 1)
     counts[0] = -1
     item_vecs = torch.as_tensor(np.log1p(counts.clip(min=0)), dtype=torch.float32)[:, None]
-    ranks, owner = cold_start_ranks(torch.ones(len(data.test), 1), item_vecs, [data.targets[c] for c in data.test])
+    ranks, owner = cold_start_ranks(torch.ones(len(data.test), 1), item_vecs, [data.targets[c] for c in data.test],
+                                    protocol, num_negatives)
     return {"name": "popularity", **cold_start_metrics(ranks, owner, tuple(ks))}
 
 
