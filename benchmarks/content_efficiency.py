@@ -160,7 +160,7 @@ def worker(mode: str, spec: dict) -> None:
     os.dup2(2, 1)  # library prints and progress bars go to stderr, never into the protocol
     import torch
 
-    from transrec.models.item_encoders.presets import fit_centres
+    from transrec.models.item_encoders.base import fit_centres
     from transrec.objectives import create_objective
     from transrec.training.optim import build_optimizer
 

@@ -167,7 +167,7 @@ def write_outputs(rows: list[dict], meta: dict, stem: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     lines = [
-        f"# Full-ranking evaluation at catalogue scale\n",
+        "# Full-ranking evaluation at catalogue scale\n",
         f"{meta['users']:,} users, float32 embeddings, 1 target + {HISTORY} history items per user (history "
         f"excluded). CPU: {meta['cpu']}, {meta['threads']} torch threads; measured float32 GEMM rate "
         f"{meta['gemm_gflops']:.0f} GFLOP/s (4096x4096 matmul, at the start). Floor = 2 x users x items x d / "

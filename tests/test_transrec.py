@@ -109,7 +109,7 @@ def test_bidirectional_user_encoder_trains(tiny_world, tmp_path):
 def test_fit_centres_removes_the_shared_component(tiny_world):
     """After `fit_centres`, each projection's outputs average to its bias over the catalogue."""
     from transrec.data.io import load_dataset_folder
-    from transrec.models.item_encoders.presets import CenteredLinear, fit_centres
+    from transrec.models.item_encoders.base import CenteredLinear, fit_centres
     from transrec.models.item_encoders.text import TextItemEncoder
 
     items = load_dataset_folder(tiny_world).items

@@ -30,7 +30,7 @@ from transrec.evaluation.evaluator import compute_ranks, eval_loader
 from transrec.evaluation.metrics import metrics_from_ranks
 from transrec.hub import metrics_markdown, protocol_text, save_model
 from transrec.models.recommender import PopularityModel, build_model
-from transrec.models.item_encoders.presets import fit_centres
+from transrec.models.item_encoders.base import fit_centres
 from transrec.objectives import create_objective
 from transrec.training.checkpoint import (TrainerState, find_checkpoint, load_checkpoint, load_weights,
                                           save_checkpoint, save_weights_atomic)

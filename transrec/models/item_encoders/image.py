@@ -21,7 +21,8 @@ from torch import nn
 
 from transrec.data.content import ContentStore
 from transrec.errors import ConfigError
-from transrec.models.item_encoders.presets import IMAGE_PRESETS, CenteredLinear, ContentItemEncoder, offline_error
+from transrec.models.item_encoders.base import CenteredLinear, ContentItemEncoder
+from transrec.models.item_encoders.presets import IMAGE_PRESETS, offline_error
 from transrec.registry import ITEM_ENCODERS
 
 PREPROCESSING_FILE = "image_preprocessing.json"

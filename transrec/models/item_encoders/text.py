@@ -23,7 +23,8 @@ from torch import nn
 
 from transrec.data.content import ContentStore
 from transrec.errors import ConfigError
-from transrec.models.item_encoders.presets import TEXT_PRESETS, CenteredLinear, ContentItemEncoder, hub_offline, offline_error
+from transrec.models.item_encoders.base import CenteredLinear, ContentItemEncoder
+from transrec.models.item_encoders.presets import TEXT_PRESETS, hub_offline, offline_error
 from transrec.registry import ITEM_ENCODERS
 
 POOLINGS = ("cls", "mean")
