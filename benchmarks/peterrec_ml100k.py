@@ -114,7 +114,10 @@ def main() -> None:
                                  "run": {"trainable_params": 0, "total_params": 0, "epochs_run": 0}})
                 print(f"{task:10s} {mode:18s} seed {seed}: " + summary(task, metrics["test"]), flush=True)
     results = aggregate(runs, args.tasks, args.modes + ["bag_of_items_logreg"])
-    report = {"backbone": args.backbone, "readout": args.readout, "pretrain": {k: pre_metrics[k] for k in ("valid", "test", "popularity", "run")},
+    flags = ("" if args.backbone == "nextitnet" else f" --backbone {args.backbone}") + \
+        ("" if args.readout == "auto" else f" --readout {args.readout}")
+    report = {"command": f"python benchmarks/peterrec_ml100k.py{flags}", "backbone": args.backbone,
+              "readout": args.readout, "pretrain": {k: pre_metrics[k] for k in ("valid", "test", "popularity", "run")},
               "backbone_sha256": digest, "seeds": args.seeds, "results": results, "runs": runs,
               "seconds": round(time.time() - start, 1),
               "finetune_seconds": round(sum(r["run"].get("train_seconds", 0) for r in runs), 1)}
@@ -218,8 +221,8 @@ def markdown(report: dict, args) -> str:
     results = report["results"]
     pre = report["pretrain"]
     lines = [f"# PeterRec on MovieLens-100k ({len(report['seeds'])} seeds: {report['seeds']})", "",
-             "Command: `python benchmarks/peterrec_ml100k.py` (config `configs/peterrec_ml100k.yaml`); "
-             f"The {len(report['runs'])} fine-tunes trained for {report['finetune_seconds']:.0f} s in total on a "
+             f"Command: `{report['command']}` (config `configs/peterrec_ml100k.yaml`). "
+             f"The {sum(r['mode'] != 'bag_of_items_logreg' for r in report['runs'])} fine-tunes trained for {report['finetune_seconds']:.0f} s in total on a "
              "shared 2-core CPU.", "",
              f"Backbone: {BACKBONE_TEXT[report['backbone']]}"
              f"{'' if report['readout'] == 'auto' else ', read out by ' + report['readout'] + ' pooling'} pretrained once (source domain = movies released 1994 or later, "
