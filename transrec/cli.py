@@ -32,11 +32,20 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("overrides", nargs="*")
 
     transfer = sub.add_parser("transfer", help="move a trained content model to a dataset of new items")
-    transfer.add_argument("--model", required=True, help="trained content model folder or Hub repo id")
+    transfer.add_argument("--model", help="trained content model folder or Hub repo id (not for heuristics)")
     transfer.add_argument("--config", help="YAML config naming the target data (and training for fine_tune/scratch)")
-    transfer.add_argument("--mode", required=True, choices=["zero_shot", "fine_tune", "scratch"])
+    transfer.add_argument("--mode", required=True, choices=["zero_shot", "fine_tune", "scratch", "heuristics"],
+                          help="heuristics: the training-free baselines (pretrained-encoder cosine, TF-IDF, "
+                               "each alone and with a popularity prior)")
     transfer.add_argument("--output-dir", help="run folder (default runs/<name>-<mode>)")
     transfer.add_argument("overrides", nargs="*")
+
+    study = sub.add_parser("transfer-study", help="train on a source, transfer zero-shot to a target, and compare "
+                                                  "with popularity, the training-free heuristics and an ID SASRec "
+                                                  "trained on the target, in one table")
+    study.add_argument("--source-config", required=True, help="YAML config of the content model and source data")
+    study.add_argument("--target-config", required=True, help="YAML config naming the target data")
+    study.add_argument("--output-dir", help="study folder (default runs/<source name>-study)")
 
     recommend = sub.add_parser("recommend", help="top-k items for one user's history")
     recommend.add_argument("--model", required=True)
@@ -125,10 +134,34 @@ def cmd_transfer(args) -> None:
     cfg = load_config(args.config, args.overrides)
     out = Path(args.output_dir or Path("runs") / f"{cfg.name}-{args.mode}")
     metrics = transfer(args.model, cfg, args.mode, out)
-    if _is_main():
-        print(format_table({f"{args.mode} (valid)": metrics["valid"], f"{args.mode} (test)": metrics["test"],
-                            "popularity (test)": metrics["popularity"]["test"]}))
+    if args.mode == "heuristics":
+        rows = {name: r["test"] for name, r in metrics["heuristics"].items()}
+        print(format_table({**rows, "popularity": metrics["popularity"]["test"]}))
         print(f"run folder: {out}")
+        return
+    if _is_main():
+        rows = {f"{args.mode} (valid)": metrics["valid"], f"{args.mode} (test)": metrics["test"]}
+        if "zero_shot_with_popularity" in metrics:
+            rows["zero_shot + target popularity (test)"] = metrics["zero_shot_with_popularity"]["test"]
+        print(format_table({**rows, "popularity (test)": metrics["popularity"]["test"]}))
+        print(f"run folder: {out}")
+
+
+def cmd_transfer_study(args) -> None:
+    import time
+
+    from transrec.config import load_config
+    from transrec.training.study import run_study, study_table
+
+    start = time.time()
+    source = load_config(args.source_config, [])
+    target = load_config(args.target_config, [])
+    out = Path(args.output_dir or Path("runs") / f"{source.name}-study")
+    result = run_study(source, target, out)
+    print(f"source: {source.name}; target: {target.name} (test users, exact full ranking over the target's items)")
+    print(study_table(result))
+    print("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in result["seconds"].items()))
+    print(f"wall time: {time.time() - start:.0f} s; study folder: {out}")
 
 
 def _is_main() -> bool:
@@ -189,7 +222,7 @@ def cmd_data(args) -> None:
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "transfer": cmd_transfer, "recommend": cmd_recommend,
-            "data": cmd_data}
+            "data": cmd_data, "transfer-study": cmd_transfer_study}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,8 +58,10 @@ class ModelConfig:
     text_max_length: int = 32
     modality_embedding: bool = True  # mixture: learned vector per modality
     id_embedding: bool = False  # add an item-ID embedding to the content vector (id+content)
-    cache_frozen: bool = False  # text: compute the frozen bottom once per item
+    cache_frozen: bool = False  # compute frozen parts once per item: trainable_blocks=0 keeps the pooled vector (text, image); text k>0 the bottom's token states
     gradient_checkpointing: bool = False  # text: recompute the trainable blocks in backward
+    score: str = "dot"  # dot | cosine (unit vectors times a learned scale: item norms carry no catalogue-specific signal)
+    content_residual: bool = False  # content models: + learned weight x the encoder's own cosine to the last item
     pretrained: bool = True  # start content backbones from their pretrained weights (where they have any)
 
 

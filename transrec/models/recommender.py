@@ -12,14 +12,17 @@ import re
 from pathlib import Path
 from typing import Any
 
+import math
+
 import torch
+import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from safetensors.torch import load_file
 from torch import nn
 
 import transrec.models.item_encoders  # noqa: F401  (registers item encoders)
 import transrec.models.user_encoders  # noqa: F401  (registers user encoders)
-from transrec.errors import CheckpointError
+from transrec.errors import CheckpointError, ConfigError
 from transrec.registry import ITEM_ENCODERS, USER_ENCODERS
 
 WEIGHTS_NAME = "model.safetensors"
@@ -119,22 +122,46 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], where: s
     model.load_state_dict(state, strict=True)
 
 
+SCORES = ("dot", "cosine")
+
+
 class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="transrec", tags=HUB_TAGS):
-    """Item encoder + user encoder + dot-product scoring, with tied input/output item vectors."""
+    """Item encoder + user encoder + scoring, with tied input/output item vectors.
+
+    Scoring (`score`): `dot` (user state . item vector) or `cosine` (both unit-normalised, times a
+    learned scale). `content_residual` (content models) adds the item encoder's own similarity to
+    the score: learned weight x cos(pooled features of the last item, pooled features of the
+    candidate). A new domain's items then keep the pretrained encoder's neighbourhoods, which a
+    projection trained on one catalogue only partly preserves. Both are built into the vectors
+    (users [.., d (+h)], candidates [.., d (+h)]), so every objective and the exact evaluator still
+    score by one dot product.
+    """
 
     def __init__(self, num_items: int, user_encoder: str = "sasrec", item_encoder: str = "id", dim: int = 64,
                  max_len: int = 50, encoder_args: dict[str, Any] | None = None,
                  item_encoder_args: dict[str, Any] | None = None, model_type: str = "sequential",
-                 mask_token: bool = False):
+                 mask_token: bool = False, score: str = "dot", content_residual: bool = False,
+                 score_scale: float = 10.0, residual_weight: float = 5.0):
         super().__init__()
+        if score not in SCORES:
+            raise ConfigError(f"model.score must be one of {', '.join(SCORES)}, got {score!r}")
         self.num_items = num_items
         self.max_len = max_len
         self.dim = dim
+        self.score_mode = score
+        # cosine scoring: a learned logit scale (CLIP's temperature), kept as a log
+        self.log_scale = nn.Parameter(torch.tensor(math.log(score_scale))) if score == "cosine" else None
         # masked-item pretraining: the learned [MASK] input vector (only then, so DDP sees no unused parameter)
         self.mask_vector = nn.Parameter(torch.randn(dim) * 0.02) if mask_token else None
         self.item_encoder = ITEM_ENCODERS.create(item_encoder, num_items=num_items, dim=dim,
                                                  **(item_encoder_args or {}))
         self.user_encoder = USER_ENCODERS.create(user_encoder, dim=dim, max_len=max_len, **(encoder_args or {}))
+        if content_residual and mask_token:
+            raise ConfigError("model.content_residual reads the item at each position, which masked-item training "
+                              "hides; use it with next-item training")
+        if content_residual and not hasattr(self.item_encoder, "similarity_features"):
+            raise ConfigError("model.content_residual needs a content item encoder (text, image, mixture)")
+        self.residual_weight = nn.Parameter(torch.tensor(float(residual_weight))) if content_residual else None
         if hasattr(self.item_encoder, "config_kwargs") and isinstance(self._hub_mixin_config, dict):
             # content encoders resolve their backbone configs once; save those, so loading never downloads
             self._hub_mixin_config["item_encoder_args"] = self.item_encoder.config_kwargs()
@@ -180,8 +207,34 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
     _batch_vectors: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def encode_items(self, items: torch.Tensor) -> torch.Tensor:
-        """Vectors for item indices of any shape; each distinct item is encoded once (per batch:
-        items already encoded for this training batch are reused, e.g. the objective's targets)."""
+        """Candidate vectors for item indices of any shape (what user states are scored against)."""
+        return self.candidate_vectors(self.input_vectors(items), items)
+
+    def candidate_vectors(self, vectors: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Item-encoder vectors -> scoring vectors (unit norm for cosine; + the residual's features)."""
+        if self.score_mode == "cosine":
+            vectors = F.normalize(vectors, dim=-1)
+        if self.residual_weight is not None:
+            vectors = torch.cat([vectors, self._similarity_features(items).to(vectors.dtype)], -1)
+        return vectors
+
+    def user_states(self, hidden: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """User-encoder states [.., d] after items [..] -> scoring vectors (see `candidate_vectors`)."""
+        if self.score_mode == "cosine":
+            hidden = self.log_scale.exp() * F.normalize(hidden, dim=-1)
+        if self.residual_weight is not None:
+            last = self._similarity_features(items).to(hidden.dtype)
+            hidden = torch.cat([hidden, self.residual_weight.to(hidden.dtype) * last], -1)
+        return hidden
+
+    def _similarity_features(self, items: torch.Tensor) -> torch.Tensor:
+        """Unit-norm pooled encoder features (no gradient: the residual keeps the encoder's own space)."""
+        flat = items.reshape(-1)
+        return self.item_encoder.similarity_features(flat).reshape(*items.shape, -1)
+
+    def input_vectors(self, items: torch.Tensor) -> torch.Tensor:
+        """Item-encoder vectors for item indices of any shape; each distinct item is encoded once (per
+        batch: items already encoded for this training batch are reused, e.g. the objective's targets)."""
         if not self.encode_distinct:
             return self.item_encoder(items.reshape(-1)).reshape(*items.shape, -1)
         unique, inverse = torch.unique(items, return_inverse=True)
@@ -201,14 +254,15 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
         return out.index_copy(0, miss, self.item_encoder(unique[miss]).to(out.dtype))
 
     def all_item_vectors(self) -> torch.Tensor:
-        if hasattr(self.item_encoder, "all_items"):
-            return self.item_encoder.all_items()
-        return self.item_encoder(torch.arange(self.num_items + 1, device=self._device()))
+        """Candidate vectors of every item, [n+1, ..] (row 0: padding)."""
+        items = torch.arange(self.num_items + 1, device=self._device())
+        vectors = self.item_encoder.all_items() if hasattr(self.item_encoder, "all_items") else self.item_encoder(items)
+        return self.candidate_vectors(vectors, items)
 
     def hidden_states(self, items: torch.Tensor, masked: torch.Tensor | None = None) -> torch.Tensor:
         """[b, L] left-padded item indices -> [b, L, d] hidden states; `masked` positions get the
         [MASK] vector instead of their item's (masked-item models)."""
-        vectors = self.encode_items(items)
+        vectors = self.input_vectors(items)
         if masked is not None:
             vectors = torch.where(masked.unsqueeze(-1), self.mask_vector.to(vectors.dtype), vectors)
         return self.user_encoder(vectors, items > 0)
@@ -220,8 +274,9 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
             items = torch.cat([items, items.new_ones(items.shape[0], 1)], 1)[:, -self.max_len:]
             masked = torch.zeros_like(items, dtype=torch.bool)
             masked[:, -1] = True
-            return self.hidden_states(items, masked)[:, -1]
-        return self.hidden_states(items)[:, -1]
+            # the appended [MASK] is scored against candidates as if the last real item preceded it
+            return self.user_states(self.hidden_states(items, masked)[:, -1], batch["items"][:, -1])
+        return self.user_states(self.hidden_states(items)[:, -1], items[:, -1])
 
     @staticmethod
     def score(users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
@@ -245,7 +300,7 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
             mask = targets > 0
             if not self.causal and masked is None:  # a bidirectional encoder saw the whole window: last position only
                 mask[:, :-1] = False
-            return objective(self, hidden[mask], targets[mask])
+            return objective(self, self.user_states(hidden[mask], items[mask]), targets[mask])
         finally:
             self._batch_vectors = None
 
@@ -301,7 +356,8 @@ def build_model(model_cfg, num_items: int, max_len: int, mask_token: bool = Fals
     return SequentialRecommender(num_items=num_items, user_encoder=model_cfg.name,
                                  item_encoder=model_cfg.item_encoder, dim=model_cfg.dim, max_len=max_len,
                                  encoder_args=options, item_encoder_args=item_encoder_args(model_cfg),
-                                 mask_token=mask_token)
+                                 mask_token=mask_token, score=model_cfg.score,
+                                 content_residual=model_cfg.content_residual)
 
 
 def item_encoder_args(model_cfg) -> dict[str, Any]:
@@ -310,7 +366,8 @@ def item_encoder_args(model_cfg) -> dict[str, Any]:
     text = {"model": model_cfg.text_encoder, "pooling": pooling,
             "trainable_blocks": model_cfg.text_trainable_blocks, "max_length": model_cfg.text_max_length,
             "cache_frozen": model_cfg.cache_frozen, "gradient_checkpointing": model_cfg.gradient_checkpointing}
-    image = {"model": model_cfg.image_encoder, "trainable_blocks": model_cfg.image_trainable_blocks}
+    image = {"model": model_cfg.image_encoder, "trainable_blocks": model_cfg.image_trainable_blocks,
+             "cache_frozen": model_cfg.cache_frozen and model_cfg.image_trainable_blocks == 0}
     name = model_cfg.item_encoder
     if name == "id":
         return {}

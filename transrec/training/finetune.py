@@ -37,7 +37,8 @@ from transrec.models.recommender import WEIGHTS_NAME, load_state_strict
 from transrec.models.transfer.downstream import ClassifierHead, DownstreamModel, TargetItemHead
 from transrec.models.transfer.peterrec import PatchSet, count_parameters, set_trainable
 from transrec.training.optim import build_optimizer, build_scheduler
-from transrec.training.trainer import CsvTracker, RunResult, make_accelerator, plot_curves, release, setup_logging
+from transrec.training.trainer import (CsvTracker, RunResult, make_accelerator, plot_curves, progress_disabled,
+                                       release, setup_logging)
 
 log = logging.getLogger("transrec")
 TASK_WEIGHTS, TASK_CONFIG = "task.safetensors", "task.json"
@@ -233,7 +234,7 @@ def _finetune(accelerator, cfg: Config, output_dir: Path) -> RunResult:
         model.train()
         losses = []
         for batch in tqdm(loader, desc=f"epoch {epoch + 1}", leave=False,
-                          disable=not (cfg.train.progress and accelerator.is_main_process)):
+                          disable=progress_disabled(cfg, accelerator)):
             loss = task_loss(model(batch["items"]), batch)
             accelerator.backward(loss)
             if cfg.train.clip_grad_norm > 0:

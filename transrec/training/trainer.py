@@ -184,6 +184,12 @@ def release(accelerator: Accelerator) -> None:
     GradientState._reset_state()
 
 
+def progress_disabled(cfg: Config, accelerator: Accelerator) -> bool | None:
+    """tqdm's `disable`: True off the main process or with train.progress=false; otherwise None, which
+    tqdm reads as "only on a terminal", so logs written to files and CI stay one line per epoch."""
+    return True if not (cfg.train.progress and accelerator.is_main_process) else None
+
+
 def _train(accelerator: Accelerator, cfg: Config, output_dir: Path, resume: bool, init_model, extra: dict
            ) -> RunResult:
     setup_logging(output_dir, accelerator.is_main_process)
@@ -268,7 +274,7 @@ def _train(accelerator: Accelerator, cfg: Config, output_dir: Path, resume: bool
                   else train_loader)
         model.train()
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
-                   disable=not (cfg.train.progress and accelerator.is_main_process))
+                   disable=progress_disabled(cfg, accelerator))
         for batch in bar:
             with accelerator.accumulate(model):
                 loss = model(batch["items"], batch["targets"], objective, masked=batch.get("masked"))

@@ -2,9 +2,14 @@
 
 Modes: `zero_shot` (encode the target's items from content and rank, no training), `fine_tune`
 (continue training on the target with the same trainable subset), `scratch` (the same
-architecture, fresh, trained on the target only: the no-transfer reference). Every mode writes
-`metrics.json` like `transrec train`, with the mode recorded and the popularity baseline of the
-same target under `popularity`.
+architecture, fresh, trained on the target only: the no-transfer reference), `heuristics` (the
+training-free baselines, no source model). Every mode writes `metrics.json` like `transrec train`,
+with the mode recorded and the popularity baseline of the same target under `popularity`.
+
+`zero_shot` reports two rankings, labelled apart: content only (`valid`/`test`: the model reads
+nothing of the target but the evaluated user's own history), and `zero_shot_with_popularity`
+(the same score + w * log(1 + count), counts from the target's training interactions, w chosen on
+the target's validation cases: training-free, but it reads the target's interaction log).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from transrec.hub import load_model, metrics_markdown, protocol_text, save_model
 from transrec.models.recommender import PopularityModel
 
 log = logging.getLogger("transrec")
-MODES = ("zero_shot", "fine_tune", "scratch")
+MODES = ("zero_shot", "fine_tune", "scratch", "heuristics")
 
 
 def _require_content(model, source: str) -> None:
@@ -31,12 +36,34 @@ def _require_content(model, source: str) -> None:
                           "transfer to new items; train a content model (model.item_encoder=text|image|mixture)")
 
 
-def transfer(source: str | Path, cfg: Config, mode: str, output_dir: str | Path) -> dict:
+def zero_shot_rankings(model, data, cfg: Config) -> dict:
+    """Content-only zero-shot metrics (valid, test) and, apart, with the target's popularity prior."""
+    from transrec.models.heuristics import WithPopularityPrior, fit_prior_weight
+
+    model.attach_content(model.item_encoder.build_content_store(data.dataset.items, cfg.data.on_bad_content))
+    max_len = cfg.data.max_len
+    out = {"valid": evaluate(model, data.split.valid, cfg.eval, max_len),
+           "test": evaluate(model, data.split.test, cfg.eval, max_len)}
+    # from here on the target's training counts are read (the labelled, separate mode)
+    counts = data.item_counts()
+    weight, tried = fit_prior_weight(model, counts, data.split.valid, cfg.eval, max_len)
+    prior = WithPopularityPrior(model, counts, weight)
+    out["zero_shot_with_popularity"] = {"valid": tried[weight], "test": evaluate(prior, data.split.test, cfg.eval,
+                                                                                  max_len),
+                                        "prior_weight": weight, "valid_NDCG@10_by_weight": tried}
+    return out
+
+
+def transfer(source: str | Path | None, cfg: Config, mode: str, output_dir: str | Path) -> dict:
     if mode not in MODES:
         raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if source is None and mode != "heuristics":
+        raise ConfigError(f"--mode {mode} needs --model (the trained source model)")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     extra = {"mode": mode, "source_model": str(source)}
+    if mode == "heuristics":
+        return _heuristics(cfg, output_dir, extra)
     if mode in ("fine_tune", "scratch"):
         from transrec.training.trainer import train
 
@@ -61,12 +88,9 @@ def transfer(source: str | Path, cfg: Config, mode: str, output_dir: str | Path)
     _require_content(model, str(source))
     start = time.time()
     data = prepare_data(cfg.data)
-    model.attach_content(model.item_encoder.build_content_store(data.dataset.items, cfg.data.on_bad_content))
-    valid = evaluate(model, data.split.valid, cfg.eval, cfg.data.max_len)
-    test = evaluate(model, data.split.test, cfg.eval, cfg.data.max_len)
-    popularity = PopularityModel(data.num_items, cfg.data.max_len).fit(data.split.train)
-    metrics = {"valid": valid, "test": test,
-               "popularity": {"test": evaluate(popularity, data.split.test, cfg.eval, cfg.data.max_len)},
+    rankings = zero_shot_rankings(model, data, cfg)
+    valid, test = rankings["valid"], rankings["test"]
+    metrics = {**rankings, "popularity": _popularity(data, cfg),
                "run": {**extra, "dataset": data.dataset.name, "users": data.split.num_users,
                        "items": data.num_items, "seconds": round(time.time() - start, 2),
                        "protocol": protocol_text(cfg.eval)}}
@@ -79,4 +103,24 @@ def transfer(source: str | Path, cfg: Config, mode: str, output_dir: str | Path)
             "training_desc": f"Trained on other data ({source}); items of this dataset encoded from content."}
     save_model(model, output_dir / "model", data.dataset.items.ids.to_list(), card)
     log.info("zero-shot test: %s", ", ".join(f"{k} {v:.4f}" for k, v in test.items() if k.endswith("@10")))
+    return metrics
+
+
+def _popularity(data, cfg: Config) -> dict:
+    popularity = PopularityModel(data.num_items, cfg.data.max_len).fit(data.split.train)
+    return {"valid": evaluate(popularity, data.split.valid, cfg.eval, cfg.data.max_len),
+            "test": evaluate(popularity, data.split.test, cfg.eval, cfg.data.max_len)}
+
+
+def _heuristics(cfg: Config, output_dir: Path, extra: dict) -> dict:
+    from transrec.evaluation.baselines import heuristic_baselines
+
+    start = time.time()
+    data = prepare_data(cfg.data)
+    metrics = {"heuristics": heuristic_baselines(cfg, data), "popularity": _popularity(data, cfg),
+               "run": {**extra, "dataset": data.dataset.name, "users": data.split.num_users,
+                       "items": data.num_items, "seconds": round(time.time() - start, 2),
+                       "protocol": protocol_text(cfg.eval)}}
+    (output_dir / "config.yaml").write_text(cfg.to_yaml())
+    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from transrec.errors import ConfigError
@@ -61,8 +62,64 @@ class ContentItemEncoder(nn.Module):
     def _dtype(self) -> torch.dtype:
         return next(self.parameters()).dtype
 
-    def encode_content(self, items: torch.Tensor) -> torch.Tensor:
+    # ------------------------------------------------------------ pooled features and their cache
+
+    #: pooled, pre-projection features of a fully frozen encoder ([n+1, h]) and which rows are filled
+    _features: torch.Tensor | None = None
+    _has_features: torch.Tensor | None = None
+
+    def pooled_features(self, items: torch.Tensor) -> torch.Tensor:
+        """[k] item indices -> the backbone's pooled output [k, h] (before the projection)."""
         raise NotImplementedError
+
+    @property
+    def caches_features(self) -> bool:
+        """Nothing below the projection trains and caching is on: keep the pooled vector per item, so a
+        training step costs a gather plus the projection (DESIGN.md, "Caching content encoders")."""
+        return bool(getattr(self, "cache_frozen", False)) and getattr(self, "trainable_blocks", -1) == 0
+
+    def clear_feature_cache(self) -> None:
+        self._features = self._has_features = None
+
+    def content_features(self, items: torch.Tensor) -> torch.Tensor:
+        """Pooled features of `items` (real items, no padding); read from / written to the per-item
+        cache when the encoder is frozen up to the projection."""
+        if not self.caches_features:
+            return self.pooled_features(items)
+        device = self._device()
+        items = items.to(device)
+        if self._features is not None and self._features.device != device:
+            self.clear_feature_cache()
+        if self._has_features is None:
+            self._has_features = torch.zeros(self._store().num_items + 1, dtype=torch.bool, device=device)
+        todo = ~self._has_features[items]
+        if bool(todo.any()):
+            new = torch.unique(items[todo])
+            with torch.no_grad():
+                feats = self.pooled_features(new).detach()
+            if self._features is None:
+                self._features = feats.new_zeros(len(self._has_features), feats.shape[-1])
+            self._features[new] = feats.to(self._features.dtype)
+            self._has_features[new] = True
+        return self._features[items]
+
+    def encode_content(self, items: torch.Tensor) -> torch.Tensor:
+        return self.projection(self.content_features(items))
+
+    @property
+    def feature_dim(self) -> int:
+        return self.projection.in_features
+
+    @torch.no_grad()
+    def similarity_features(self, items: torch.Tensor) -> torch.Tensor:
+        """[k] item indices (0 = padding) -> unit-norm pooled features [k, feature_dim], zeros for padding:
+        the encoder's own similarity space (the training-free heuristics and `content_residual`)."""
+        items = items.to(self._device())
+        out = torch.zeros(items.shape[0], self.feature_dim, device=items.device)
+        real = (items > 0).nonzero(as_tuple=True)[0]
+        if len(real):
+            out[real] = F.normalize(self.content_features(items[real]).float(), dim=-1)
+        return out
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         """[k] distinct item indices -> [k, dim]; index 0 (padding) gives zeros."""

@@ -59,6 +59,11 @@ def load_by_position(model: nn.Module, state: dict[str, torch.Tensor], where: st
     model.load_state_dict(mapped, strict=True)
 
 
+def _clear_after_load(module: "ImageItemEncoder", incompatible_keys: Any) -> None:
+    """New weights make cached features stale (a named function: modules stay picklable)."""
+    module.clear_feature_cache()
+
+
 def _enable_grad(module: nn.Module, args: tuple) -> None:
     """Forward pre-hook on the first trainable block: autograd on from here to the output."""
     torch.set_grad_enabled(True)
@@ -78,6 +83,7 @@ class ImageItemEncoder(ContentItemEncoder):
         model_kwargs: dict[str, Any] | None = None,
         assets_dir: str | Path | None = None,
         id_embedding: bool = False,
+        cache_frozen: bool = False,
     ):
         import timm
         from timm.data import create_transform, resolve_model_data_config
@@ -104,6 +110,11 @@ class ImageItemEncoder(ContentItemEncoder):
         self.trainable_blocks = trainable_blocks
         if trainable_blocks >= 0:
             self._freeze()
+        if cache_frozen and trainable_blocks != 0:
+            raise ConfigError("image cache_frozen caches the pooled features of a frozen backbone: it needs "
+                              f"image_trainable_blocks=0 (got {trainable_blocks})")
+        self.cache_frozen = cache_frozen
+        self.register_load_state_dict_post_hook(_clear_after_load)
 
         saved = Path(assets_dir) / PREPROCESSING_FILE if assets_dir is not None else None
         if saved is not None and saved.is_file():
@@ -116,7 +127,7 @@ class ImageItemEncoder(ContentItemEncoder):
             self.data_config = {k: list(v) if isinstance(v, tuple) else v for k, v in data.items() if k in DATA_KEYS}
         self.transform = create_transform(**self.data_config, is_training=False)
         self._config = {"model": model, "trainable_blocks": trainable_blocks, "pretrained": self.pretrained,
-                        "model_kwargs": kwargs, "id_embedding": id_embedding}
+                        "model_kwargs": kwargs, "id_embedding": id_embedding, "cache_frozen": cache_frozen}
         # model_kwargs are saved resolved (preset's + given), so a checkpoint does not depend on preset edits
 
     # --------------------------------------------------------------------------- freezing
@@ -212,6 +223,10 @@ class ImageItemEncoder(ContentItemEncoder):
             if handle is not None:
                 handle.remove()
 
-    def encode_content(self, items: torch.Tensor) -> torch.Tensor:
+    def set_content(self, store: ContentStore) -> None:
+        super().set_content(store)
+        self.clear_feature_cache()
+
+    def pooled_features(self, items: torch.Tensor) -> torch.Tensor:
         images = self._store().image_inputs(items).to(self._device())
-        return self.projection(self.features(images))
+        return self.features(images)

@@ -73,6 +73,30 @@ class MixtureItemEncoder(ContentItemEncoder):
         self.text.set_content(store)
         self.image.set_content(store)
 
+    @property
+    def feature_dim(self) -> int:
+        return self.text.feature_dim + self.image.feature_dim
+
+    @torch.no_grad()
+    def similarity_features(self, items: torch.Tensor) -> torch.Tensor:
+        """Text features in the first block, image features in the second: each modality keeps its
+        encoder's similarity, and a text item and an image item have similarity 0."""
+        device = self._device()
+        items = items.to(device)
+        modality = self._store().modality[items.detach().cpu()].to(device)
+        out = torch.zeros(items.shape[0], self.feature_dim, device=device)
+        start = 0
+        for code, encoder in ((TEXT, self.text), (IMAGE, self.image)):
+            pos = (modality == code).nonzero(as_tuple=True)[0]
+            if len(pos):
+                out[pos, start:start + encoder.feature_dim] = encoder.similarity_features(items[pos])
+            start += encoder.feature_dim
+        return out
+
+    def clear_feature_cache(self) -> None:
+        self.text.clear_feature_cache()
+        self.image.clear_feature_cache()
+
     def encode_content(self, items: torch.Tensor) -> torch.Tensor:
         device = self._device()
         modality = self._store().modality[items.detach().cpu()].to(device)

@@ -123,6 +123,7 @@ class TextItemEncoder(ContentItemEncoder):
             else:
                 self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self._tokenizer = None
+        # trainable_blocks=0: the pooled vector per item (base class); k > 0: the bottom's token states
         self._cache: torch.Tensor | None = None  # [n+1, T, H] frozen-bottom outputs
         self._cached: torch.Tensor | None = None  # [n+1] bool
         self.register_load_state_dict_post_hook(_clear_after_load)
@@ -221,6 +222,7 @@ class TextItemEncoder(ContentItemEncoder):
 
     def clear_cache(self) -> None:
         self._cache = self._cached = None
+        self.clear_feature_cache()
 
     def _mask(self, hidden: torch.Tensor, attention_mask: torch.Tensor):
         from transformers.masking_utils import create_bidirectional_mask
@@ -267,14 +269,14 @@ class TextItemEncoder(ContentItemEncoder):
             self._cached[items[todo]] = True
         return self._cache[items, : input_ids.shape[1]]
 
-    def encode_content(self, items: torch.Tensor) -> torch.Tensor:
+    def pooled_features(self, items: torch.Tensor) -> torch.Tensor:
         inputs = self._store().text_inputs(items)
         device = self._device()
         input_ids, attention_mask = inputs["input_ids"].to(device), inputs["attention_mask"].to(device)
         full_length = input_ids.shape[1]
         length = max(int(attention_mask.sum(1).max()), 1)  # drop all-padding columns: same result, less work
         input_ids, attention_mask = input_ids[:, :length], attention_mask[:, :length]
-        if self.cache_frozen:
+        if self.cache_frozen and not self.caches_features:  # a trainable top: cache the bottom's token states
             hidden = self._cached_bottom(items, input_ids, attention_mask, full_length)
         else:
             hidden = self.run_bottom(input_ids, attention_mask)
@@ -284,4 +286,4 @@ class TextItemEncoder(ContentItemEncoder):
         else:
             weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-        return self.projection(pooled)
+        return pooled

@@ -73,7 +73,7 @@ class DownstreamModel(nn.Module):
         if self.readout == "cls":
             b = items.shape[0]
             keep = torch.cat([items > 0, items.new_ones(b, 1, dtype=torch.bool)], 1)[:, -backbone.max_len:]
-            vectors = backbone.encode_items(items)
+            vectors = backbone.input_vectors(items)
             vectors = torch.cat([vectors, self.cls.to(vectors.dtype).expand(b, 1, -1)], 1)[:, -backbone.max_len:]
             return backbone.user_encoder(vectors, keep)[:, -1]
         hidden = backbone.hidden_states(items)

@@ -1,0 +1,147 @@
+"""Training-free baselines a user would try before training anything, in the model contract.
+
+- `ContentKNN`: rank items by cosine similarity of their content features to the user's last item
+  (`last`) or to the mean of the history (`mean`). Features come from a pretrained content encoder
+  (`encoder_features`: its pooled output, no projection) or from TF-IDF over item texts
+  (`tfidf_features`). A text item and an image item are never similar (their features live in
+  separate blocks).
+- `WithPopularityPrior`: any model's score + w * log(1 + count), counts from the training
+  interactions; `fit_prior_weight` picks w on validation cases. Content-only heuristics read no
+  interaction of the domain; with the prior they read its training counts (label them so).
+
+Both are plain dot products of user and item vectors, so the exact evaluator ranks them.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from transrec.errors import ConfigError
+
+KNN_MODES = ("last", "mean")
+#: prior weights tried on validation (0 = no prior); wide, because score scales differ by model
+PRIOR_GRID = (0.0, 0.001, 0.003, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+class ContentKNN(nn.Module):
+    """Cosine similarity of unit-norm item features to the last item / the history mean."""
+
+    def __init__(self, features: torch.Tensor, mode: str = "last", max_len: int = 50):
+        super().__init__()
+        if mode not in KNN_MODES:
+            raise ConfigError(f"content_knn mode must be one of {KNN_MODES}, got {mode!r}")
+        feats = F.normalize(features.float(), dim=-1)
+        feats[0] = 0.0
+        self.register_buffer("features", feats)
+        self.mode, self.max_len = mode, max_len
+        self.num_items = features.shape[0] - 1
+
+    def encode_items(self, items: torch.Tensor) -> torch.Tensor:
+        return self.features[items]
+
+    def all_item_vectors(self) -> torch.Tensor:
+        return self.features
+
+    def encode_users(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        items = batch["items"].to(self.features.device)
+        if self.mode == "last":
+            return self.features[items[:, -1]]  # left-padded: the last column is the last real item
+        return F.normalize(self.features[items].sum(1), dim=-1)  # padding rows are zero
+
+    @staticmethod
+    def score(users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return users @ items.T
+
+
+class WithPopularityPrior(nn.Module):
+    """`model`'s score + weight * log(1 + count): one extra column on users (weight) and items (log count).
+
+    Item vectors are computed once (this wrapper is for evaluation, not training)."""
+
+    def __init__(self, model: nn.Module, counts: np.ndarray | torch.Tensor, weight: float = 0.0):
+        super().__init__()
+        self.model = model
+        self.weight = float(weight)
+        self.max_len = getattr(model, "max_len", 50)
+        log_counts = torch.log1p(torch.as_tensor(np.asarray(counts), dtype=torch.float32))
+        log_counts[0] = 0.0
+        with torch.no_grad():
+            was_training = model.training
+            model.eval()
+            base = model.all_item_vectors().float()
+            model.train(was_training)
+        if len(log_counts) != len(base):
+            raise ConfigError(f"popularity counts for {len(log_counts) - 1} items, model has {len(base) - 1}")
+        self.register_buffer("items", torch.cat([base, log_counts.to(base.device).unsqueeze(-1)], -1))
+
+    def all_item_vectors(self) -> torch.Tensor:
+        return self.items
+
+    def encode_items(self, items: torch.Tensor) -> torch.Tensor:
+        return self.items[items]
+
+    def encode_users(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        users = self.model.encode_users(batch).float()
+        return torch.cat([users, users.new_full((users.shape[0], 1), self.weight)], -1)
+
+    @staticmethod
+    def score(users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return users @ items.T
+
+
+def fit_prior_weight(model: nn.Module, counts: np.ndarray, valid_cases, eval_cfg, max_len: int,
+                     grid: tuple[float, ...] = PRIOR_GRID, metric: str = "NDCG@10") -> tuple[float, dict]:
+    """The prior weight in `grid` with the best validation `metric` -> (weight, {weight: metric})."""
+    from transrec.evaluation.evaluator import evaluate
+
+    prior = WithPopularityPrior(model, counts)
+    found = {}
+    for w in grid:
+        prior.weight = float(w)
+        found[float(w)] = evaluate(prior, valid_cases, eval_cfg, max_len)[metric]
+    best = max(found, key=lambda w: (found[w], -w))  # ties: the smaller prior
+    prior.weight = best
+    return best, found
+
+
+# ----------------------------------------------------------------------------- features
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def tfidf_features(texts: list[str | None], max_features: int = 8192) -> torch.Tensor:
+    """TF-IDF rows (sublinear tf, smooth idf, unit norm) for texts indexed 1..n; row 0 and empty texts are 0.
+
+    The vocabulary keeps the `max_features` terms found in the most items (dense rows stay small)."""
+    docs = [_WORD.findall((t or "").lower()) for t in texts]
+    df = Counter(w for doc in docs for w in set(doc))
+    vocab = {w: j for j, (w, _) in enumerate(sorted(df.items(), key=lambda kv: (-kv[1], kv[0]))[:max_features])}
+    n = len(docs)
+    out = torch.zeros(n + 1, max(len(vocab), 1))
+    idf = {w: math.log((1 + n) / (1 + df[w])) + 1.0 for w in vocab}
+    for i, doc in enumerate(docs, start=1):
+        for w, c in Counter(doc).items():
+            if w in vocab:
+                out[i, vocab[w]] = (1.0 + math.log(c)) * idf[w]
+    return F.normalize(out, dim=-1)
+
+
+@torch.no_grad()
+def encoder_features(encoder: nn.Module, batch_size: int = 256) -> torch.Tensor:
+    """Unit-norm pooled features [n+1, h] of every item attached to a content item encoder (row 0 = 0)."""
+    if not hasattr(encoder, "similarity_features"):
+        raise ConfigError("encoder features need a content item encoder (text, image, mixture)")
+    was_training = encoder.training
+    encoder.eval()
+    n = encoder.content.num_items
+    rows = [encoder.similarity_features(torch.arange(s, min(s + batch_size, n + 1)))
+            for s in range(0, n + 1, batch_size)]
+    encoder.train(was_training)
+    return torch.cat(rows).cpu()
