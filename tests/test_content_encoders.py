@@ -443,3 +443,35 @@ def test_efficientnet_lite0_preset_loads_the_packaged_weights():
 
 def test_env_is_offline():
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
+
+
+@pytest.mark.parametrize("kind", ["text", "image"])
+def test_frozen_encoder_caches_the_pooled_vector(catalog, tmp_path, kind):
+    """trainable_blocks=0 + cache_frozen: the backbone runs once per item, then a step is a gather + projection."""
+    torch.manual_seed(0)
+    make = (lambda cache: TextItemEncoder(catalog.num_items, DIM, trainable_blocks=0, pooling="mean",
+                                          cache_frozen=cache)) if kind == "text" else \
+        (lambda cache: ImageItemEncoder(catalog.num_items, DIM, trainable_blocks=0, cache_frozen=cache))
+    plain, cached = make(False), make(True)
+    cached.load_state_dict(plain.state_dict())
+    for enc in (plain, cached):
+        _store(enc, catalog, tmp_path)
+    modality = TEXT if kind == "text" else IMAGE
+    ours = (cached.content.modality == modality).nonzero(as_tuple=True)[0][:6]
+    calls = []
+    real = cached.pooled_features
+    cached.pooled_features = lambda items: calls.append(len(items)) or real(items)
+    first = cached(ours[:4])
+    second = cached(ours[2:6])  # two cached, two new
+    assert calls == [4, 2] and cached.caches_features and not plain.caches_features
+    torch.testing.assert_close(first, plain(ours[:4]), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(second, plain(ours[2:6]), rtol=1e-5, atol=1e-6)
+    cached(ours[2:6]).sum().backward()  # the projection still trains
+    assert cached.projection.weight.grad is not None and cached.projection.weight.grad.abs().sum() > 0
+    cached.load_state_dict(plain.state_dict())  # new weights: the cache is dropped
+    assert cached._features is None
+
+
+def test_image_cache_needs_a_frozen_backbone():
+    with pytest.raises(ConfigError, match="image_trainable_blocks=0"):
+        ImageItemEncoder(10, DIM, trainable_blocks=1, cache_frozen=True)

@@ -149,3 +149,61 @@ def test_id_plus_content_fine_tuning_starts_at_the_content_model(source_run, tin
     tuned = load_model(tmp_path / "ft" / "model")
     assert tuned.item_encoder.id_embedding is not None and tuned.num_items == items.num_items
     assert tuned.item_encoder.id_embedding.weight.abs().sum() > 0  # the IDs trained
+
+
+def test_cosine_scoring_with_content_residual_is_the_stated_score(tiny_world, tmp_path):
+    """score = scale * cos(user state, item vector) + w * cos(centred features of the last item, of the
+    candidate); the checkpoint round-trips and the trainer optimises it."""
+    import torch.nn.functional as F
+
+    from transrec.data.pipeline import prepare_data
+
+    cfg = load_config(None, content_overrides(tiny_world, "A", **{
+        "train.epochs": 1, "model.score": "cosine", "model.content_residual": "true",
+        "model.text_trainable_blocks": 0, "model.image_trainable_blocks": 0, "model.cache_frozen": "true"}))
+    result = train(cfg, tmp_path)
+    model = load_model(tmp_path / "model").eval()
+    items = prepare_data(cfg.data).dataset.items
+    model.attach_content(model.item_encoder.build_content_store(items))
+    batch = {"items": torch.tensor([[0, 0, 3, 9], [1, 2, 5, 20]])}
+    with torch.no_grad():
+        scores = model.encode_users(batch) @ model.all_item_vectors().T
+        hidden = model.hidden_states(batch["items"])[:, -1]
+        vectors = model.item_encoder.all_items()
+        enc = model.item_encoder
+        feats = enc.similarity_features(torch.arange(items.num_items + 1))
+        expected = (model.log_scale.exp() * F.normalize(hidden, dim=-1) @ F.normalize(vectors, dim=-1).T
+                    + model.residual_weight * feats[batch["items"][:, -1]] @ feats.T)
+    torch.testing.assert_close(scores, expected, rtol=1e-4, atol=1e-4)
+    # the residual features are centred per modality and unit norm; text and image items never match
+    text, image = (enc._store().modality == 1), (enc._store().modality == 2)
+    assert torch.allclose(feats[1:].norm(dim=-1), torch.ones(items.num_items), atol=1e-5)
+    assert (feats[text] @ feats[image].T).abs().max() == 0
+    assert result.metrics["test"]["NDCG@10"] >= 0
+
+
+def test_content_only_zero_shot_reads_no_target_interaction(source_run, tiny_world):
+    """Content-only zero-shot gets the target's catalogue and evaluation cases only: it runs with the
+    training split and the item counts made unreadable, which the popularity mode needs (and fails)."""
+    from transrec.data.pipeline import prepare_data
+    from transrec.training.transfer import zero_shot_content_only, zero_shot_rankings
+
+    out, _ = source_run
+    cfg = load_config(None, content_overrides(tiny_world, "B"))
+    data = prepare_data(cfg.data)
+    reference = zero_shot_rankings(load_model(out / "model"), data, cfg)
+
+    class Unreadable(list):
+        def __getitem__(self, key):
+            raise AssertionError("the target's training interactions were read")
+
+        def __iter__(self):
+            raise AssertionError("the target's training interactions were read")
+
+    data.split.train = Unreadable(data.split.train)
+    cases = {"valid": data.split.valid, "test": data.split.test}
+    content_only = zero_shot_content_only(load_model(out / "model"), data.dataset.items, cases, cfg)
+    assert content_only["test"] == reference["test"] and content_only["valid"] == reference["valid"]
+    with pytest.raises(AssertionError, match="training interactions were read"):
+        zero_shot_rankings(load_model(out / "model"), data, cfg)
+    assert reference["zero_shot_with_popularity"]["test"]["NDCG@10"] >= 0

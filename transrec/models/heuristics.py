@@ -134,14 +134,15 @@ def tfidf_features(texts: list[str | None], max_features: int = 8192) -> torch.T
 
 
 @torch.no_grad()
-def encoder_features(encoder: nn.Module, batch_size: int = 256) -> torch.Tensor:
-    """Unit-norm pooled features [n+1, h] of every item attached to a content item encoder (row 0 = 0)."""
+def encoder_features(encoder: nn.Module, centred: bool = False, batch_size: int = 256) -> torch.Tensor:
+    """Unit-norm pooled features [n+1, h] of every item attached to a content item encoder (row 0 = 0);
+    uncentred by default (the plain pretrained-encoder cosine a user would try)."""
     if not hasattr(encoder, "similarity_features"):
         raise ConfigError("encoder features need a content item encoder (text, image, mixture)")
     was_training = encoder.training
     encoder.eval()
     n = encoder.content.num_items
-    rows = [encoder.similarity_features(torch.arange(s, min(s + batch_size, n + 1)))
+    rows = [encoder.similarity_features(torch.arange(s, min(s + batch_size, n + 1)), centred=centred)
             for s in range(0, n + 1, batch_size)]
     encoder.train(was_training)
     return torch.cat(rows).cpu()

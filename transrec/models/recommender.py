@@ -141,7 +141,7 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
                  max_len: int = 50, encoder_args: dict[str, Any] | None = None,
                  item_encoder_args: dict[str, Any] | None = None, model_type: str = "sequential",
                  mask_token: bool = False, score: str = "dot", content_residual: bool = False,
-                 score_scale: float = 10.0, residual_weight: float = 5.0):
+                 score_scale: float = 10.0, residual_weight: float = 1.0):
         super().__init__()
         if score not in SCORES:
             raise ConfigError(f"model.score must be one of {', '.join(SCORES)}, got {score!r}")
@@ -357,7 +357,8 @@ def build_model(model_cfg, num_items: int, max_len: int, mask_token: bool = Fals
                                  item_encoder=model_cfg.item_encoder, dim=model_cfg.dim, max_len=max_len,
                                  encoder_args=options, item_encoder_args=item_encoder_args(model_cfg),
                                  mask_token=mask_token, score=model_cfg.score,
-                                 content_residual=model_cfg.content_residual)
+                                 content_residual=model_cfg.content_residual,
+                                 residual_weight=model_cfg.residual_weight)
 
 
 def item_encoder_args(model_cfg) -> dict[str, Any]:

@@ -36,20 +36,26 @@ def _require_content(model, source: str) -> None:
                           "transfer to new items; train a content model (model.item_encoder=text|image|mixture)")
 
 
+def zero_shot_content_only(model, catalog, cases: dict, cfg: Config) -> dict:
+    """Content-only zero-shot: the target's catalogue and the evaluated users' own histories are all
+    it is given (no training interaction, no count of the target), so by construction it reads nothing
+    else of the target."""
+    model.attach_content(model.item_encoder.build_content_store(catalog, cfg.data.on_bad_content))
+    return {split: evaluate(model, c, cfg.eval, cfg.data.max_len) for split, c in cases.items()}
+
+
 def zero_shot_rankings(model, data, cfg: Config) -> dict:
     """Content-only zero-shot metrics (valid, test) and, apart, with the target's popularity prior."""
     from transrec.models.heuristics import WithPopularityPrior, fit_prior_weight
 
-    model.attach_content(model.item_encoder.build_content_store(data.dataset.items, cfg.data.on_bad_content))
-    max_len = cfg.data.max_len
-    out = {"valid": evaluate(model, data.split.valid, cfg.eval, max_len),
-           "test": evaluate(model, data.split.test, cfg.eval, max_len)}
+    out = zero_shot_content_only(model, data.dataset.items, {"valid": data.split.valid, "test": data.split.test},
+                                 cfg)
     # from here on the target's training counts are read (the labelled, separate mode)
-    counts = data.item_counts()
+    max_len, counts = cfg.data.max_len, data.item_counts()
     weight, tried = fit_prior_weight(model, counts, data.split.valid, cfg.eval, max_len)
     prior = WithPopularityPrior(model, counts, weight)
-    out["zero_shot_with_popularity"] = {"valid": tried[weight], "test": evaluate(prior, data.split.test, cfg.eval,
-                                                                                  max_len),
+    out["zero_shot_with_popularity"] = {"valid": evaluate(prior, data.split.valid, cfg.eval, max_len),
+                                        "test": evaluate(prior, data.split.test, cfg.eval, max_len),
                                         "prior_weight": weight, "valid_NDCG@10_by_weight": tried}
     return out
 

@@ -79,7 +79,7 @@ class ContentItemEncoder(nn.Module):
         return bool(getattr(self, "cache_frozen", False)) and getattr(self, "trainable_blocks", -1) == 0
 
     def clear_feature_cache(self) -> None:
-        self._features = self._has_features = None
+        self._features = self._has_features = self._feature_mean = None
 
     def content_features(self, items: torch.Tensor) -> torch.Tensor:
         """Pooled features of `items` (real items, no padding); read from / written to the per-item
@@ -110,16 +110,37 @@ class ContentItemEncoder(nn.Module):
     def feature_dim(self) -> int:
         return self.projection.in_features
 
+    #: mean pooled feature of the attached catalogue (for centred similarities), computed on first use
+    _feature_mean: torch.Tensor | None = None
+
     @torch.no_grad()
-    def similarity_features(self, items: torch.Tensor) -> torch.Tensor:
+    def similarity_features(self, items: torch.Tensor, centred: bool = True) -> torch.Tensor:
         """[k] item indices (0 = padding) -> unit-norm pooled features [k, feature_dim], zeros for padding:
-        the encoder's own similarity space (the training-free heuristics and `content_residual`)."""
+        the encoder's own similarity space (`content_residual`; the training-free heuristics use it
+        uncentred). Centred on the attached catalogue's mean feature: pooled features share a large
+        common direction (every pair of ReLU CNN features has cosine ~0.9), which would otherwise add
+        a near-constant bonus to every item of the last item's modality."""
         items = items.to(self._device())
         out = torch.zeros(items.shape[0], self.feature_dim, device=items.device)
         real = (items > 0).nonzero(as_tuple=True)[0]
         if len(real):
-            out[real] = F.normalize(self.content_features(items[real]).float(), dim=-1)
+            feats = self.content_features(items[real]).float()
+            if centred:
+                feats = feats - self.catalogue_mean_feature().to(feats.device)
+            out[real] = F.normalize(feats, dim=-1)
         return out
+
+    @torch.no_grad()
+    def catalogue_mean_feature(self, batch_size: int = 256) -> torch.Tensor:
+        if self._feature_mean is None:
+            n = self._store().num_items
+            total = None
+            for start in range(1, n + 1, batch_size):
+                f = self.content_features(torch.arange(start, min(start + batch_size, n + 1))).float().sum(0)
+                total = f if total is None else total + f
+            self._feature_mean = total / max(n, 1)
+        return self._feature_mean
+
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         """[k] distinct item indices -> [k, dim]; index 0 (padding) gives zeros."""

@@ -129,6 +129,7 @@ class ImageItemEncoder(ContentItemEncoder):
         self._config = {"model": model, "trainable_blocks": trainable_blocks, "pretrained": self.pretrained,
                         "model_kwargs": kwargs, "id_embedding": id_embedding, "cache_frozen": cache_frozen}
         # model_kwargs are saved resolved (preset's + given), so a checkpoint does not depend on preset edits
+        self.train()  # frozen parts in eval mode from the start (BatchNorm statistics and dropout fixed)
 
     # --------------------------------------------------------------------------- freezing
 

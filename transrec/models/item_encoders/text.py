@@ -132,6 +132,7 @@ class TextItemEncoder(ContentItemEncoder):
             "backbone_config": backbone_config, "gradient_checkpointing": gradient_checkpointing,
             "cache_frozen": cache_frozen, "id_embedding": id_embedding, "pretrained": self.pretrained,
         }
+        self.train()  # frozen parts in eval mode from the start (no dropout in what a cache would hold)
 
     # ------------------------------------------------------------------------- resolution
 
