@@ -207,3 +207,41 @@ def test_content_only_zero_shot_reads_no_target_interaction(source_run, tiny_wor
     with pytest.raises(AssertionError, match="training interactions were read"):
         zero_shot_rankings(load_model(out / "model"), data, cfg)
     assert reference["zero_shot_with_popularity"]["test"]["NDCG@10"] >= 0
+
+
+def test_item_holdout_splits_the_catalogue_in_two_disjoint_sides(tiny_world):
+    from transrec.data.io import load_dataset_folder
+    from transrec.data.pipeline import hold_out_items
+
+    full = load_dataset_folder(tiny_world)
+    kept, held = (hold_out_items(full, 0.3, side, seed=1) for side in ("train", "heldout"))
+    kept_ids, held_ids = (set(d.items.ids.ids) - {"[PAD]"} for d in (kept, held))
+    assert not kept_ids & held_ids and kept_ids | held_ids == set(full.items.ids.ids) - {"[PAD]"}
+    assert len(held_ids) == round(0.3 * full.items.num_items)
+    assert len(kept.interactions) + len(held.interactions) == len(full.interactions)
+    again = hold_out_items(full, 0.3, "heldout", seed=1)
+    assert set(again.items.ids.ids) - {"[PAD]"} == held_ids  # seeded
+    with pytest.raises(ConfigError, match="item_holdout"):
+        hold_out_items(full, 1.0, "train")
+
+
+def test_transfer_calibration_sets_the_zero_shot_residual_weight(tiny_world, tmp_path):
+    """train.transfer_calibration trains on kept items, picks the residual weight on held-out ones, saves it
+    in the checkpoint; zero-shot ranking uses it and the learned weight comes back afterwards."""
+    from transrec.training.calibration import WEIGHT_GRID
+
+    cfg = load_config(None, content_overrides(tiny_world, "A", **{
+        "train.epochs": 1, "model.score": "cosine", "model.content_residual": "true",
+        "model.text_trainable_blocks": 0, "model.image_trainable_blocks": 0, "model.cache_frozen": "true",
+        "train.transfer_calibration": 0.5}))
+    result = train(cfg, tmp_path)
+    calibration = result.metrics["run"]["transfer_calibration"]
+    assert calibration["residual_weight"] in WEIGHT_GRID and len(calibration["heldout_valid_NDCG@10_by_weight"]) == 9
+    assert (tmp_path / "calibration" / "model" / "model.safetensors").is_file()
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["transfer_residual_weight"] == calibration["residual_weight"]
+    model = load_model(tmp_path / "model")
+    learned = float(model.residual_weight)
+    with model.zero_shot_scoring():
+        assert float(model.residual_weight) == calibration["residual_weight"]
+    assert float(model.residual_weight) == learned

@@ -93,6 +93,16 @@ def cmd_train(args) -> None:
             print(f"trainable parameters: {run['trainable_params']} of {run['total_params']} "
                   f"({100 * run['trainable_share']:.2f}%)\nrun folder: {out}")
         return
+    if cfg.task == "lifelong":  # Conure: one backbone learns lifelong.tasks in order, none forgotten
+        from transrec.training.lifelong import run_lifelong
+
+        if args.resume:
+            raise TransrecError("--resume is for sequence training; rerun a lifelong sequence")
+        lifelong = run_lifelong(cfg, out)
+        print(f"task x time ({lifelong.method}, metric of each task after learning each task):\n{lifelong.table()}")
+        shares = ", ".join(f"T{k} {100 * s:.1f}%" for k, s in enumerate(lifelong.capacity["tasks"], 1))
+        print(f"capacity: {shares}, free {100 * lifelong.capacity['free']:.1f}%\nrun folder: {out}")
+        return
     result = train(cfg, out, resume=args.resume)
     if result.is_main_process:
         rows = {f"{cfg.model.name} ({split})": result.metrics[split] for split in ("valid", "test")}

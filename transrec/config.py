@@ -35,6 +35,9 @@ class DataConfig:
     train_fraction: float = 1.0  # share of users whose training sequences train the model (all are evaluated)
     on_bad_content: str = "fail"  # fail | placeholder: a corrupt image or empty text stops, or is replaced and counted
     era_split: int = 0  # movielens: items released before this year get domain "before<Y>", the rest "from<Y>" (0 = off)
+    item_holdout: float = 0.0  # hold out this share of the items (seeded) as a pseudo new domain (0 = off)
+    item_holdout_side: str = "train"  # train: keep the other items | heldout: keep the held-out ones
+    item_holdout_seed: int = 0
 
 
 @dataclass
@@ -89,6 +92,18 @@ class TrainConfig:
     seed: int = 42
     tracker: str = "csv"  # csv | tensorboard | none
     progress: bool = True  # tqdm bars on the main process
+    # pretrain_objective=contrastive (CLUE): InfoNCE between two augmented views of each user's sequence
+    contrastive_temperature: float = 0.2
+    contrastive_with_next_item: bool = False  # add the next-item loss (weight 1) of the original sequences
+    contrastive_weight: float = 0.1  # InfoNCE weight when combined with next-item (alone it is the whole loss)
+    contrastive_projection_dim: int = 0  # projection head output (0 = model.dim); the head is not saved
+    augmentations: list[str] = field(default_factory=lambda: ["crop", "mask", "reorder"])  # one drawn per view; dropout = unchanged view (SimCSE)
+    crop_ratio: float = 0.6  # crop: share of the sequence kept (contiguous)
+    mask_ratio: float = 0.3  # mask: share of items dropped
+    reorder_ratio: float = 0.3  # reorder: share of the sequence (a contiguous window) shuffled
+    # content models with model.content_residual: before training, train once on the items that remain
+    # after holding out this share, and choose the zero-shot residual weight on the held-out items (0 = off)
+    transfer_calibration: float = 0.0
 
 
 @dataclass
@@ -122,6 +137,16 @@ class DownstreamConfig:
 
 
 @dataclass
+class LifelongConfig:
+    """Conure (task: lifelong): one backbone learns a sequence of tasks; each is pruned, retrained, frozen."""
+
+    tasks: list[str] = field(default_factory=lambda: ["next_item", "profile"])  # in order: next_item (the backbone's data) first, then profile[:label] | cold_start[:domain]
+    method: str = "conure"  # conure | sinmoall (every weight fine-tuned for each task: the forgetting baseline)
+    keep_ratios: list[float] = field(default_factory=list)  # per task, share of its trained weights kept (the last repeats); empty = 0.3 for T1, 0.5 after
+    retrain_epochs: int = -1  # epochs retraining the kept weights after pruning (-1 = train.epochs)
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -130,6 +155,7 @@ class Config:
     downstream: DownstreamConfig = field(default_factory=DownstreamConfig)
     task: str = "next_item"  # next_item | pretrain (next_item or masked_item objective) | profile | cold_start
     name: str = "run"
+    lifelong: LifelongConfig = field(default_factory=LifelongConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

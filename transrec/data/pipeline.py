@@ -81,20 +81,41 @@ def restrict_to_domain(dataset: RecDataset, domain: str) -> RecDataset:
     items = dataset.items
     if domain not in items.domains():
         raise ConfigError(f"data.domain={domain!r} not in the dataset's domains {items.domains()}")
-    keep = items.indices_in_domain(domain)
+    return _restrict(dataset, items.indices_in_domain(domain), f"{dataset.name}[{domain}]")
+
+
+def hold_out_items(dataset: RecDataset, share: float, side: str, seed: int = 0) -> RecDataset:
+    """Split the items (seeded, uniformly) into a held-out `share` and the rest, and keep one side with
+    its interactions: two disjoint catalogues of one dataset, a pseudo new domain for checking how a
+    content model does on items it never saw (transfer calibration) without touching the real target."""
+    if not 0 < share < 1:
+        raise ConfigError(f"data.item_holdout must be in (0, 1), got {share}")
+    if side not in ("train", "heldout"):
+        raise ConfigError(f"data.item_holdout_side must be train or heldout, got {side!r}")
+    n = dataset.items.num_items
+    held = np.zeros(n + 1, dtype=bool)
+    held[1 + np.random.default_rng(seed).permutation(n)[: max(1, round(share * n))]] = True
+    keep = np.flatnonzero(held if side == "heldout" else ~held)
+    keep = keep[keep > 0]
+    return _restrict(dataset, keep, f"{dataset.name}[{side} items, holdout {share:g}]")
+
+
+def _restrict(dataset: RecDataset, keep: np.ndarray, name: str) -> RecDataset:
+    items = dataset.items
     remap = np.zeros(items.num_items + 1, dtype=np.int64)
     remap[keep] = np.arange(1, len(keep) + 1)
-    catalog = catalog_subset(items, keep)
     inter = dataset.interactions
     mask = remap[inter.item] > 0
     interactions = Interactions(inter.users, inter.user[mask], remap[inter.item[mask]], inter.timestamp[mask])
-    return RecDataset(f"{dataset.name}[{domain}]", catalog, interactions, dataset.profiles)
+    return RecDataset(name, catalog_subset(items, keep), interactions, dataset.profiles)
 
 
 def prepare_data(cfg) -> PreparedData:
     dataset = load_raw_dataset(cfg)
     if cfg.domain:
         dataset = restrict_to_domain(dataset, cfg.domain)
+    if getattr(cfg, "item_holdout", 0.0):
+        dataset = hold_out_items(dataset, cfg.item_holdout, cfg.item_holdout_side, cfg.item_holdout_seed)
     if cfg.max_len < 1:
         raise ConfigError(f"data.max_len must be >= 1, got {cfg.max_len}")
     sequences = filter_sequences(dataset.interactions.sequences(), dataset.items.num_items,

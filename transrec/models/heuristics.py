@@ -26,8 +26,9 @@ from torch import nn
 from transrec.errors import ConfigError
 
 KNN_MODES = ("last", "mean")
-#: prior weights tried on validation (0 = no prior); wide, because score scales differ by model
-PRIOR_GRID = (0.0, 0.001, 0.003, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+#: prior weights tried on validation (0 = no prior); wide, because score scales differ by model (cosines
+#: in [-1, 1], trained logits in the tens); the largest make it popularity with content breaking ties
+PRIOR_GRID = (0.0, 0.001, 0.003, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 1000.0)
 
 
 class ContentKNN(nn.Module):
@@ -146,3 +147,58 @@ def encoder_features(encoder: nn.Module, centred: bool = False, batch_size: int 
             for s in range(0, n + 1, batch_size)]
     encoder.train(was_training)
     return torch.cat(rows).cpu()
+
+
+class FusedScores(nn.Module):
+    """sum_k weight_k * score_k(user, item) over models of the contract, as one dot product (user and
+    item vectors of the parts concatenated, the users' scaled by the weights). Item vectors are
+    computed once (evaluation only)."""
+
+    def __init__(self, parts: list[nn.Module], weights: list[float]):
+        super().__init__()
+        self.parts = nn.ModuleList(parts)
+        self.weights = [float(w) for w in weights]
+        self.max_len = getattr(parts[0], "max_len", 50)
+        with torch.no_grad():
+            vectors = []
+            for part in parts:
+                was_training = part.training
+                part.eval()
+                vectors.append(part.all_item_vectors().float().cpu())
+                part.train(was_training)
+        self.register_buffer("items", torch.cat(vectors, -1))
+
+    def all_item_vectors(self) -> torch.Tensor:
+        return self.items
+
+    def encode_items(self, items: torch.Tensor) -> torch.Tensor:
+        return self.items[items]
+
+    def encode_users(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        users = [w * part.encode_users(batch).float().cpu() for part, w in zip(self.parts, self.weights)]
+        return torch.cat(users, -1)
+
+    @staticmethod
+    def score(users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return users @ items.T
+
+
+def fit_fusion(parts: list[nn.Module], grids: list[tuple[float, ...]], valid_cases, eval_cfg, max_len: int,
+               metric: str = "NDCG@10") -> tuple[list[float], float]:
+    """The weights (one grid per part; the first part's grid is usually (1.0,)) with the best validation
+    `metric`, by exhaustive search -> (weights, best metric). Ties go to the earlier grid point."""
+    import itertools
+
+    from transrec.evaluation.evaluator import evaluate
+
+    fused = FusedScores(parts, [1.0] * len(parts))
+    best, best_weights = -1.0, None
+    for weights in itertools.product(*grids):
+        if not any(weights):
+            continue
+        fused.weights = list(weights)
+        value = evaluate(fused, valid_cases, eval_cfg, max_len)[metric]
+        if value > best:
+            best, best_weights = value, list(weights)
+    fused.weights = best_weights
+    return best_weights, best

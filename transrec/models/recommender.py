@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import contextlib
 import math
 
 import torch
@@ -141,7 +142,8 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
                  max_len: int = 50, encoder_args: dict[str, Any] | None = None,
                  item_encoder_args: dict[str, Any] | None = None, model_type: str = "sequential",
                  mask_token: bool = False, score: str = "dot", content_residual: bool = False,
-                 score_scale: float = 10.0, residual_weight: float = 1.0):
+                 score_scale: float = 10.0, residual_weight: float = 1.0,
+                 transfer_residual_weight: float | None = None):
         super().__init__()
         if score not in SCORES:
             raise ConfigError(f"model.score must be one of {', '.join(SCORES)}, got {score!r}")
@@ -162,6 +164,9 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
         if content_residual and not hasattr(self.item_encoder, "similarity_features"):
             raise ConfigError("model.content_residual needs a content item encoder (text, image, mixture)")
         self.residual_weight = nn.Parameter(torch.tensor(float(residual_weight))) if content_residual else None
+        #: the residual weight for zero-shot ranking of new items, chosen on held-out source items
+        #: (`train.transfer_calibration`); None: the learned weight
+        self.transfer_residual_weight = transfer_residual_weight
         if hasattr(self.item_encoder, "config_kwargs") and isinstance(self._hub_mixin_config, dict):
             # content encoders resolve their backbone configs once; save those, so loading never downloads
             self._hub_mixin_config["item_encoder_args"] = self.item_encoder.config_kwargs()
@@ -188,6 +193,26 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
             raise TypeError("add_item_ids needs a content item encoder with its content attached")
         self.item_encoder.add_id_embedding()
         self._sync_hub_config()
+
+    def set_transfer_residual_weight(self, weight: float | None) -> None:
+        self.transfer_residual_weight = None if weight is None else float(weight)
+        if isinstance(self._hub_mixin_config, dict):
+            self._hub_mixin_config["transfer_residual_weight"] = self.transfer_residual_weight
+
+    @contextlib.contextmanager
+    def zero_shot_scoring(self):
+        """Rank new items with the calibrated residual weight (if any), then restore the learned one."""
+        if self.residual_weight is None or self.transfer_residual_weight is None:
+            yield self
+            return
+        learned = self.residual_weight.detach().clone()
+        with torch.no_grad():
+            self.residual_weight.fill_(self.transfer_residual_weight)
+        try:
+            yield self
+        finally:
+            with torch.no_grad():
+                self.residual_weight.copy_(learned)
 
     def _sync_hub_config(self) -> None:
         """Keep the saved config.json in step with the items and item encoder the model has now."""

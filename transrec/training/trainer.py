@@ -31,11 +31,11 @@ from transrec.evaluation.metrics import metrics_from_ranks
 from transrec.hub import metrics_markdown, protocol_text, save_model
 from transrec.models.recommender import PopularityModel, build_model
 from transrec.models.item_encoders.base import fit_centres
-from transrec.objectives import create_objective
+from transrec.objectives import ContrastiveObjective, contrastive_loss, create_objective
 from transrec.training.checkpoint import (TrainerState, find_checkpoint, load_checkpoint, load_weights,
                                           save_checkpoint, save_weights_atomic)
 from transrec.training.guards import check_memory
-from transrec.training.optim import build_optimizer, build_scheduler
+from transrec.training.optim import build_optimizer, build_scheduler, param_groups
 
 log = logging.getLogger("transrec")
 SELECT_METRIC = "NDCG@10"
@@ -135,7 +135,7 @@ def with_cold_slice(ranks: np.ndarray, data: PreparedData, ks) -> dict:
     return metrics, {**cold_metrics, "users": int(cold.sum())}
 
 
-PRETRAIN_OBJECTIVES = ("next_item", "masked_item")
+PRETRAIN_OBJECTIVES = ("next_item", "masked_item", "contrastive")
 TASKS = ("next_item", "pretrain", "profile", "cold_start")
 
 
@@ -150,6 +150,16 @@ def pretrain_objective(cfg: Config) -> str:
         if cfg.model.name == "popularity" or getattr(USER_ENCODERS.get(cfg.model.name), "causal", True):
             raise ConfigError(f"masked_item pretraining needs a non-causal user encoder (model.name=bidirectional); "
                               f"{cfg.model.name} is causal, use train.pretrain_objective=next_item with it")
+    if name == "contrastive":
+        from transrec.data.augment import check_augmentations
+
+        t = cfg.train
+        if cfg.model.name == "popularity":
+            raise ConfigError("contrastive pretraining needs a user encoder "
+                              "(sasrec | nextitnet | gru4rec | bidirectional)")
+        check_augmentations(t.augmentations, t.crop_ratio, t.mask_ratio, t.reorder_ratio)
+        if set(t.augmentations) == {"dropout"} and cfg.model.dropout <= 0:
+            raise ConfigError("train.augmentations=[dropout] needs model.dropout > 0 (else both views are identical)")
     return name
 
 
@@ -165,9 +175,14 @@ def train(cfg: Config, output_dir: str | Path, resume: bool = False, init_model=
     pretrain_objective(cfg)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    extra = dict(extra or {})
+    if cfg.train.transfer_calibration > 0 and init_model is None and not resume:
+        from transrec.training.calibration import calibrate_residual
+
+        extra["transfer_calibration"] = calibrate_residual(cfg, output_dir / "calibration")
     accelerator = make_accelerator(cfg, output_dir)
     try:
-        return _train(accelerator, cfg, output_dir, resume, init_model, extra or {})
+        return _train(accelerator, cfg, output_dir, resume, init_model, extra)
     finally:
         release(accelerator)
 
@@ -205,6 +220,7 @@ def _train(accelerator: Accelerator, cfg: Config, output_dir: Path, resume: bool
     check_memory(cfg, data.num_items, train=cfg.model.name != "popularity", device=accelerator.device)
     max_len = cfg.data.max_len
     masked_items = pretrain_objective(cfg) == "masked_item"
+    contrastive = None  # the CLUE objective (with its projection head) when pretrain_objective=contrastive
     model = init_model if init_model is not None else build_model(cfg.model, data.num_items, max_len,
                                                                   mask_token=masked_items)
     if getattr(model, "is_content_model", False):
@@ -238,6 +254,15 @@ def _train(accelerator: Accelerator, cfg: Config, output_dir: Path, resume: bool
     if masked_items:
         train_set = MaskedItemDataset(data.split.train, max_len)
         collate = MaskedItemCollator(data.num_items, cfg.train.mask_prob)
+    elif cfg.train.pretrain_objective == "contrastive":  # CLUE: two augmented views per window
+        from transrec.data.augment import ContrastiveCollator
+
+        t = cfg.train
+        train_set = NextItemDataset(data.split.train, max_len)
+        collate = ContrastiveCollator(max_len, t.augmentations, t.crop_ratio, t.mask_ratio, t.reorder_ratio)
+        # the projection head lives in the objective, not the model: it trains here and is never saved
+        contrastive = ContrastiveObjective(model.dim, t.contrastive_temperature,
+                                           t.contrastive_projection_dim).to(accelerator.device)
     else:
         train_set, collate = NextItemDataset(data.split.train, max_len), collate_next_item
     if len(train_set) == 0:
@@ -248,10 +273,16 @@ def _train(accelerator: Accelerator, cfg: Config, output_dir: Path, resume: bool
                               generator=torch.Generator().manual_seed(cfg.train.seed))
     steps_per_epoch = math.ceil(len(train_loader) / max(1, cfg.train.grad_accum))
     optimizer = build_optimizer(model, cfg.train.lr, cfg.train.weight_decay, cfg.train.item_encoder_lr)
+    if contrastive is not None:
+        for group in param_groups(contrastive, cfg.train.weight_decay):
+            optimizer.add_param_group({**group, "lr": cfg.train.lr})
     scheduler = build_scheduler(optimizer, cfg.train.scheduler, cfg.train.warmup_steps,
                                 steps_per_epoch * cfg.train.epochs)
     model, optimizer, train_loader, valid_loader, test_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, valid_loader, test_loader, scheduler)
+    if contrastive is not None:  # own DDP wrapper (gradient sync); prepared after the model, so resume restores it
+        contrastive = accelerator.prepare(contrastive)
+    trained = [model] if contrastive is None else [model, contrastive]
 
     checkpoint_dir = output_dir / "checkpoints"
     best_path = output_dir / "best_model.safetensors"
@@ -276,11 +307,17 @@ def _train(accelerator: Accelerator, cfg: Config, output_dir: Path, resume: bool
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
                    disable=progress_disabled(cfg, accelerator))
         for batch in bar:
-            with accelerator.accumulate(model):
-                loss = model(batch["items"], batch["targets"], objective, masked=batch.get("masked"))
+            with accelerator.accumulate(*trained):
+                if contrastive is not None:
+                    loss = contrastive_loss(model, contrastive, batch,
+                                            objective if cfg.train.contrastive_with_next_item else None,
+                                            cfg.train.contrastive_weight)
+                else:
+                    loss = model(batch["items"], batch["targets"], objective, masked=batch.get("masked"))
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and cfg.train.clip_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.train.clip_grad_norm)
+                    accelerator.clip_grad_norm_([p for m in trained for p in m.parameters()],
+                                                cfg.train.clip_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
@@ -306,6 +343,8 @@ def _train(accelerator: Accelerator, cfg: Config, output_dir: Path, resume: bool
             valid = evaluate_split(accelerator, model, valid_loader, cfg)
             seconds = time.time() - start
             improved = valid[SELECT_METRIC] > state.best_metric
+            if contrastive is not None and not cfg.train.contrastive_with_next_item:
+                improved = True  # contrastive-only pretraining is not trained to rank items: keep the latest epoch
             if improved:
                 state.best_metric, state.best_epoch, state.bad_evals = valid[SELECT_METRIC], epoch + 1, 0
                 if accelerator.is_main_process:
@@ -354,6 +393,8 @@ def _finish(accelerator, cfg: Config, output_dir: Path, data: PreparedData, mode
         popularity = PopularityModel(data.num_items, cfg.data.max_len).fit(data.split.train).to(accelerator.device)
         pop_test, pop_cold = with_cold_slice(split_ranks(accelerator, popularity, test_loader, cfg), data, cfg.eval.ks)
         metrics["popularity"] = {"test": pop_test, "test_cold_items": pop_cold}
+    if "transfer_calibration" in extra:
+        accelerator.unwrap_model(model).set_transfer_residual_weight(extra["transfer_calibration"]["residual_weight"])
     if accelerator.is_main_process:
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         card = {"title": f"transrec {cfg.model.name} on {data.dataset.name}", "dataset": data.dataset.name,

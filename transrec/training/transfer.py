@@ -41,22 +41,37 @@ def zero_shot_content_only(model, catalog, cases: dict, cfg: Config) -> dict:
     it is given (no training interaction, no count of the target), so by construction it reads nothing
     else of the target."""
     model.attach_content(model.item_encoder.build_content_store(catalog, cfg.data.on_bad_content))
-    return {split: evaluate(model, c, cfg.eval, cfg.data.max_len) for split, c in cases.items()}
+    with model.zero_shot_scoring():
+        return {split: evaluate(model, c, cfg.eval, cfg.data.max_len) for split, c in cases.items()}
+
+
+#: zero-shot + target statistics: weights tried for the pretrained-encoder similarity and the popularity prior
+ENCODER_GRID = (0.0, 1.0, 3.0, 10.0, 30.0)
 
 
 def zero_shot_rankings(model, data, cfg: Config) -> dict:
-    """Content-only zero-shot metrics (valid, test) and, apart, with the target's popularity prior."""
-    from transrec.models.heuristics import WithPopularityPrior, fit_prior_weight
+    """Content-only zero-shot metrics (valid, test) and, apart, with the target's popularity prior.
+
+    The popularity mode scores model + a * (the item encoder's own cosine to the last item) +
+    w * log(1 + count), with a and w chosen on the target's validation cases (a = 0 is the model +
+    prior alone): training-free, but it reads the target's training counts and validation cases, as
+    the heuristics' prior does. The chosen weights are reported, so whether the trained model adds
+    anything to the encoder's similarity is visible."""
+    from transrec.models.heuristics import PRIOR_GRID, ContentKNN, FusedScores, encoder_features, fit_fusion
 
     out = zero_shot_content_only(model, data.dataset.items, {"valid": data.split.valid, "test": data.split.test},
                                  cfg)
-    # from here on the target's training counts are read (the labelled, separate mode)
-    max_len, counts = cfg.data.max_len, data.item_counts()
-    weight, tried = fit_prior_weight(model, counts, data.split.valid, cfg.eval, max_len)
-    prior = WithPopularityPrior(model, counts, weight)
-    out["zero_shot_with_popularity"] = {"valid": evaluate(prior, data.split.valid, cfg.eval, max_len),
-                                        "test": evaluate(prior, data.split.test, cfg.eval, max_len),
-                                        "prior_weight": weight, "valid_NDCG@10_by_weight": tried}
+    # from here on the target's training counts and validation cases are read (the labelled, separate mode)
+    max_len = cfg.data.max_len
+    popularity = PopularityModel(data.num_items, max_len).fit(data.split.train)
+    similarity = ContentKNN(encoder_features(model.item_encoder), "last", max_len)
+    parts = [model, similarity, popularity]
+    with model.zero_shot_scoring():
+        weights, _ = fit_fusion(parts, [(1.0,), ENCODER_GRID, PRIOR_GRID], data.split.valid, cfg.eval, max_len)
+        fused = FusedScores(parts, weights)
+        out["zero_shot_with_popularity"] = {"valid": evaluate(fused, data.split.valid, cfg.eval, max_len),
+                                            "test": evaluate(fused, data.split.test, cfg.eval, max_len),
+                                            "prior_weight": weights[2], "encoder_similarity_weight": weights[1]}
     return out
 
 
