@@ -79,7 +79,7 @@ class ContentItemEncoder(nn.Module):
         return bool(getattr(self, "cache_frozen", False)) and getattr(self, "trainable_blocks", -1) == 0
 
     def clear_feature_cache(self) -> None:
-        self._features = self._has_features = self._feature_mean = None
+        self._features = self._has_features = self._similarity_basis = None
 
     def content_features(self, items: torch.Tensor) -> torch.Tensor:
         """Pooled features of `items` (real items, no padding); read from / written to the per-item
@@ -110,37 +110,47 @@ class ContentItemEncoder(nn.Module):
     def feature_dim(self) -> int:
         return self.projection.in_features
 
-    #: mean pooled feature of the attached catalogue (for centred similarities), computed on first use
-    _feature_mean: torch.Tensor | None = None
+    #: (mean, top principal directions) of the attached catalogue's pooled features, computed on first use
+    _similarity_basis: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @torch.no_grad()
     def similarity_features(self, items: torch.Tensor, centred: bool = True) -> torch.Tensor:
-        """[k] item indices (0 = padding) -> unit-norm pooled features [k, feature_dim], zeros for padding:
-        the encoder's own similarity space (`content_residual`; the training-free heuristics use it
-        uncentred). Centred on the attached catalogue's mean feature: pooled features share a large
-        common direction (every pair of ReLU CNN features has cosine ~0.9), which would otherwise add
-        a near-constant bonus to every item of the last item's modality."""
+        """[k] item indices (0 = padding) -> unit-norm features, zeros for padding: the encoder's own
+        similarity space (`content_residual` and the training-free heuristics).
+
+        `centred=False`: the plain pooled features (the heuristics: what a user would try). `centred=True`:
+        centred on the attached catalogue's mean and reduced to its top `SIMILARITY_DIM` principal
+        directions. Centring matters because pooled features share a large common direction (ReLU CNN
+        features have cosine ~0.9 for any pair), which would add a near-constant bonus to every item of
+        the last item's modality; the reduction keeps the residual cheap in a full softmax over many
+        items (a [positions x items x dims] product) while keeping the catalogue's main similarity axes."""
         items = items.to(self._device())
-        out = torch.zeros(items.shape[0], self.feature_dim, device=items.device)
         real = (items > 0).nonzero(as_tuple=True)[0]
-        if len(real):
-            feats = self.content_features(items[real]).float()
-            if centred:
-                feats = feats - self.catalogue_mean_feature().to(feats.device)
-            out[real] = F.normalize(feats, dim=-1)
+        feats = self.content_features(items[real]).float() if len(real) else None
+        if not centred:
+            out = torch.zeros(items.shape[0], self.feature_dim, device=items.device)
+            if feats is not None:
+                out[real] = F.normalize(feats, dim=-1)
+            return out
+        mean, basis = self.similarity_basis()
+        out = torch.zeros(items.shape[0], basis.shape[1], device=items.device)
+        if feats is not None:
+            out[real] = F.normalize((feats - mean.to(feats.device)) @ basis.to(feats.device), dim=-1)
         return out
 
-    @torch.no_grad()
-    def catalogue_mean_feature(self, batch_size: int = 256) -> torch.Tensor:
-        if self._feature_mean is None:
-            n = self._store().num_items
-            total = None
-            for start in range(1, n + 1, batch_size):
-                f = self.content_features(torch.arange(start, min(start + batch_size, n + 1))).float().sum(0)
-                total = f if total is None else total + f
-            self._feature_mean = total / max(n, 1)
-        return self._feature_mean
+    @property
+    def similarity_dim(self) -> int:
+        return min(SIMILARITY_DIM, self.feature_dim)
 
+    @torch.no_grad()
+    def similarity_basis(self, items: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean [h], directions [h, similarity_dim]) over `items` (default: the whole attached catalogue)."""
+        if self._similarity_basis is None:
+            if items is None:
+                items = torch.arange(1, self._store().num_items + 1)
+            feats = torch.cat([self.content_features(items[s:s + 256]).float() for s in range(0, len(items), 256)])
+            self._similarity_basis = principal_basis(feats, self.similarity_dim)
+        return self._similarity_basis
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         """[k] distinct item indices -> [k, dim]; index 0 (padding) gives zeros."""
@@ -162,6 +172,19 @@ class ContentItemEncoder(nn.Module):
         for start in range(1, n + 1, batch_size):
             chunks.append(self(torch.arange(start, min(start + batch_size, n + 1), device=device)))
         return torch.cat(chunks)
+
+
+#: dimensions kept of the centred pooled features for the residual similarity (per modality)
+SIMILARITY_DIM = 64
+
+
+def principal_basis(features: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and top-k principal directions [h, k] of `features` [n, h] (k is capped by n and h)."""
+    mean = features.mean(0)
+    centred = features - mean
+    k = max(1, min(k, centred.shape[0], centred.shape[1]))
+    _, _, vh = torch.linalg.svd(centred, full_matrices=False)
+    return mean, vh[:k].T.contiguous()
 
 
 class CenteredLinear(nn.Linear):

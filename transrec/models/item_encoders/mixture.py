@@ -22,11 +22,6 @@ from transrec.models.item_encoders.text import TextItemEncoder
 from transrec.registry import ITEM_ENCODERS
 
 
-def _clear_after_load(module: "MixtureItemEncoder", incompatible_keys: Any) -> None:
-    """New weights make the per-modality feature means stale (a named function: modules stay picklable)."""
-    module._modality_means = None
-
-
 @ITEM_ENCODERS.register("mixture")
 class MixtureItemEncoder(ContentItemEncoder):
     """A text and an image sub-encoder (same `dim`), routed per item, plus a learned modality embedding."""
@@ -52,7 +47,6 @@ class MixtureItemEncoder(ContentItemEncoder):
             with torch.no_grad():
                 self.modality_embedding.weight[0].zero_()
         self._config = {"modality_embedding": modality_embedding, "id_embedding": id_embedding}
-        self.register_load_state_dict_post_hook(_clear_after_load)
 
     def config_kwargs(self) -> dict[str, Any]:
         return {"text": self.text.config_kwargs(), "image": self.image.config_kwargs(), **self._config}
@@ -79,48 +73,39 @@ class MixtureItemEncoder(ContentItemEncoder):
         super().set_content(store)
         self.text.set_content(store)
         self.image.set_content(store)
-        self._modality_means = None
 
     @property
     def feature_dim(self) -> int:
         return self.text.feature_dim + self.image.feature_dim
 
+    @property
+    def similarity_dim(self) -> int:
+        return self.text.similarity_dim + self.image.similarity_dim
+
     @torch.no_grad()
     def similarity_features(self, items: torch.Tensor, centred: bool = True) -> torch.Tensor:
         """Text features in the first block, image features in the second: each modality keeps its
-        encoder's similarity, and a text item and an image item have similarity 0. Centred on the mean
-        over the catalogue's items of that modality."""
+        encoder's similarity, and a text item and an image item have similarity 0. Centred (and
+        reduced) over the catalogue's items of that modality."""
         device = self._device()
         items = items.to(device)
         modality = self._store().modality[items.detach().cpu()].to(device)
-        out = torch.zeros(items.shape[0], self.feature_dim, device=device)
+        blocks = [(TEXT, self.text), (IMAGE, self.image)]
+        widths = [e.similarity_dim if centred else e.feature_dim for _, e in blocks]
+        out = torch.zeros(items.shape[0], sum(widths), device=device)
         start = 0
-        for code, encoder in ((TEXT, self.text), (IMAGE, self.image)):
+        for (code, encoder), width in zip(blocks, widths):
             pos = (modality == code).nonzero(as_tuple=True)[0]
             if len(pos):
-                feats = encoder.content_features(items[pos]).float()
-                if centred:
-                    feats = feats - self._modality_mean(code, encoder).to(feats.device)
-                out[pos, start:start + encoder.feature_dim] = F.normalize(feats, dim=-1)
-            start += encoder.feature_dim
+                if centred and encoder._similarity_basis is None:  # fit on this modality's items only
+                    encoder.similarity_basis((self._store().modality == code).nonzero(as_tuple=True)[0])
+                out[pos, start:start + width] = encoder.similarity_features(items[pos], centred)
+            start += width
         return out
-
-    _modality_means: dict | None = None
-
-    @torch.no_grad()
-    def _modality_mean(self, code: int, encoder: ContentItemEncoder) -> torch.Tensor:
-        if self._modality_means is None:
-            self._modality_means = {}
-        if code not in self._modality_means:
-            items = (self._store().modality == code).nonzero(as_tuple=True)[0]
-            total = sum(encoder.content_features(items[s:s + 256]).float().sum(0) for s in range(0, len(items), 256))
-            self._modality_means[code] = total / max(len(items), 1)
-        return self._modality_means[code]
 
     def clear_feature_cache(self) -> None:
         self.text.clear_feature_cache()
         self.image.clear_feature_cache()
-        self._modality_means = None
 
     def encode_content(self, items: torch.Tensor) -> torch.Tensor:
         device = self._device()
