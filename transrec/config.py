@@ -72,7 +72,7 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     objective: str = "softmax"  # softmax | sampled_softmax | bce | inbatch
-    pretrain_objective: str = "next_item"  # next_item | masked_item (GRec/BERT4Rec-style; needs a non-causal encoder)
+    pretrain_objective: str = "next_item"  # next_item | masked_item (GRec/BERT4Rec-style; needs a non-causal encoder) | contrastive (CLUE)
     mask_prob: float = 0.2  # masked_item: share of positions masked (of those, 80% [MASK], 10% kept, 10% random)
     num_negatives: int = 256  # sampled_softmax / bce
     epochs: int = 100
@@ -153,7 +153,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     downstream: DownstreamConfig = field(default_factory=DownstreamConfig)
-    task: str = "next_item"  # next_item | pretrain (next_item or masked_item objective) | profile | cold_start
+    task: str = "next_item"  # next_item | pretrain (next_item, masked_item or contrastive objective) | profile | cold_start | lifelong
     name: str = "run"
     lifelong: LifelongConfig = field(default_factory=LifelongConfig)
 
