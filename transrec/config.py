@@ -121,7 +121,7 @@ class DownstreamConfig:
     """Transfer of a pretrained user encoder to a downstream task (task: profile | cold_start)."""
 
     backbone: str | None = None  # the pretrained model folder / Hub id (`transrec train` with task: pretrain)
-    mode: str = "peterrec"  # scratch | fine_all | fine_head | fine_last_k | peterrec
+    mode: str = "peterrec"  # scratch | fine_all | fine_head | fine_last_k | peterrec | uaf
     patch: str = "serial"  # peterrec: serial | parallel
     bottleneck: int = 0  # patch width (0 = dim // 4)
     last_k: int = 1  # fine_last_k: top blocks that train
@@ -134,6 +134,9 @@ class DownstreamConfig:
     test_fraction: float = 0.2  # users
     split_seed: int = -1  # user split (-1 = train.seed)
     head_dropout: float = 0.1
+    uaf_temperature: float = 1.0  # uaf: Gumbel-softmax temperature of the per-block policy
+    uaf_cost: float = 0.01  # uaf: loss weight on the mean share of fine-tuned blocks
+    uaf_policy_hidden: int = 32  # uaf: hidden width of the policy MLP
 
 
 @dataclass

@@ -36,6 +36,7 @@ from transrec.hub import load_item_ids, load_model, resolve_model_dir
 from transrec.models.recommender import WEIGHTS_NAME, load_state_strict
 from transrec.models.transfer.downstream import ClassifierHead, DownstreamModel, TargetItemHead
 from transrec.models.transfer.peterrec import PatchSet, count_parameters, set_trainable
+from transrec.models.transfer.uaf import UAFDownstreamModel, uaf_report
 from transrec.training.optim import build_optimizer, build_scheduler
 from transrec.training.trainer import (CsvTracker, RunResult, make_accelerator, plot_curves, progress_disabled,
                                        release, setup_logging)
@@ -156,6 +157,8 @@ def build_downstream(cfg: Config, backbone, data: DownstreamData, dim: int) -> D
         head = ClassifierHead(dim, len(data.classes), ds.head_dropout)
     else:
         head = TargetItemHead(dim, len(data.target_items), ds.head_dropout)
+    if ds.mode == "uaf":  # the backbone frozen whole; per-user switches between frozen blocks and trained copies
+        return UAFDownstreamModel(backbone, head, dim, ds.readout, ds.uaf_temperature, ds.uaf_policy_hidden)
     model = DownstreamModel(backbone, head, dim, ds.readout, patches)
     set_trainable(backbone, ds.mode, ds.last_k, patches)
     return model
@@ -236,6 +239,8 @@ def _finetune(accelerator, cfg: Config, output_dir: Path) -> RunResult:
         for batch in tqdm(loader, desc=f"epoch {epoch + 1}", leave=False,
                           disable=progress_disabled(cfg, accelerator)):
             loss = task_loss(model(batch["items"]), batch)
+            if ds.mode == "uaf":  # the cost of fine-tuned blocks
+                loss = loss + ds.uaf_cost * unwrapped.fine_tuned_share()
             accelerator.backward(loss)
             if cfg.train.clip_grad_norm > 0:
                 accelerator.clip_grad_norm_([p for p in model.parameters() if p.requires_grad],
@@ -279,6 +284,10 @@ def _finetune(accelerator, cfg: Config, output_dir: Path) -> RunResult:
                        "protocol": ("full ranking over all target items" if cfg.eval.protocol == "full" else
                                     f"LEGACY sampled: each target vs {cfg.eval.num_negatives} random target items")
                        if cfg.task == "cold_start" else "accuracy / macro-F1 over all classes"}}
+    if ds.mode == "uaf":
+        metrics["uaf"] = uaf_report(unwrapped, [data.sources[c] for c in data.test], max_items, cfg.eval.batch_size,
+                                    accelerator.device)
+        log.info("uaf: test users use fine-tuned copies in %.1f%% of blocks", 100 * metrics["uaf"]["fine_tuned_share"])
     if accelerator.is_main_process:
         save_task(unwrapped, output_dir, cfg, data, folder)
         (output_dir / "config.yaml").write_text(cfg.to_yaml())
@@ -313,7 +322,9 @@ def save_task(model: DownstreamModel, output_dir: Path, cfg: Config, data: Downs
     spec = {"task": cfg.task, "backbone": str(cfg.downstream.backbone),
             "backbone_sha256": file_sha256(weights) if cfg.downstream.mode != "scratch" else None,
             "downstream": {k: getattr(cfg.downstream, k) for k in ("mode", "patch", "bottleneck", "last_k", "readout",
-                                                                   "label", "bins", "head_dropout")},
+                                                                   "label", "bins", "head_dropout")
+                                             + (("uaf_temperature", "uaf_cost", "uaf_policy_hidden")
+                                                if cfg.downstream.mode == "uaf" else ())},
             "classes": data.classes, "target_items": data.target_items}
     (output_dir / TASK_CONFIG).write_text(json.dumps(spec, indent=2))
 

@@ -46,7 +46,7 @@ def zero_shot_content_only(model, catalog, cases: dict, cfg: Config) -> dict:
 
 
 #: zero-shot + target statistics: weights tried for the pretrained-encoder similarity and the popularity prior
-ENCODER_GRID = (0.0, 1.0, 3.0, 10.0, 30.0)
+ENCODER_GRID = (0.0, 1.0, 3.0, 10.0, 30.0, 100.0, 1000.0)  # 1000: the encoder similarity alone, the model breaking ties
 
 
 def zero_shot_rankings(model, data, cfg: Config) -> dict:
