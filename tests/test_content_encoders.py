@@ -475,3 +475,13 @@ def test_frozen_encoder_caches_the_pooled_vector(catalog, tmp_path, kind):
 def test_image_cache_needs_a_frozen_backbone():
     with pytest.raises(ConfigError, match="image_trainable_blocks=0"):
         ImageItemEncoder(10, DIM, trainable_blocks=1, cache_frozen=True)
+
+
+def test_principal_basis_keeps_its_width_with_few_items():
+    from transrec.models.item_encoders.base import principal_basis
+
+    feats = torch.randn(5, 12)
+    mean, basis = principal_basis(feats, 8)
+    assert basis.shape == (12, 8) and torch.equal(basis[:, 5:], torch.zeros(12, 3))
+    torch.testing.assert_close(basis[:, :5].T @ basis[:, :5], torch.eye(5), atol=1e-5, rtol=0)
+    torch.testing.assert_close(mean, feats.mean(0))

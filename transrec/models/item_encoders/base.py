@@ -179,12 +179,15 @@ SIMILARITY_DIM = 64
 
 
 def principal_basis(features: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and top-k principal directions [h, k] of `features` [n, h] (k is capped by n and h)."""
+    """Mean and top-k principal directions [h, k] of `features` [n, h]. With fewer than k items, the
+    missing directions are zero columns (they add nothing to a cosine), so the width is always k."""
     mean = features.mean(0)
     centred = features - mean
-    k = max(1, min(k, centred.shape[0], centred.shape[1]))
     _, _, vh = torch.linalg.svd(centred, full_matrices=False)
-    return mean, vh[:k].T.contiguous()
+    basis = vh[:k].T
+    if basis.shape[1] < k:
+        basis = torch.cat([basis, basis.new_zeros(basis.shape[0], k - basis.shape[1])], 1)
+    return mean, basis.contiguous()
 
 
 class CenteredLinear(nn.Linear):
