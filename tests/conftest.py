@@ -34,3 +34,15 @@ def tiny_overrides(world: Path, **extra) -> list[str]:
             "train.progress": "false", "train.patience": 10}
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]
+
+
+def pretrain_backbone(world: Path, out: Path, epochs: int) -> Path:
+    """A small NextItNet pretrained (next item) on `world`'s domain A; returns its model folder."""
+    from transrec.config import load_config
+    from transrec.training.trainer import train
+
+    cfg = load_config(None, tiny_overrides(world, **{"task": "pretrain", "data.domain": "A",
+                                                     "model.name": "nextitnet", "model.dilations": "[1,2]",
+                                                     "model.num_repeats": 1, "train.epochs": epochs}))
+    train(cfg, out)
+    return out / "model"

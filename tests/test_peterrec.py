@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import tiny_overrides
+from conftest import pretrain_backbone, tiny_overrides
 from transrec.config import Config, DownstreamConfig, load_config
 from transrec.data.downstream import bucket, split_users
 from transrec.data.masking import MaskedItemCollator, MaskedItemDataset
@@ -240,14 +240,7 @@ def _file_hash(path) -> str:
 
 @pytest.fixture(scope="module")
 def pretrained(tiny_world, tmp_path_factory):
-    from transrec.training.trainer import train
-
-    out = tmp_path_factory.mktemp("pretrain")
-    cfg = load_config(None, tiny_overrides(tiny_world, **{"task": "pretrain", "data.domain": "A",
-                                                          "model.name": "nextitnet", "model.dilations": "[1,2]",
-                                                          "model.num_repeats": 1, "train.epochs": 2}))
-    train(cfg, out)
-    return out / "model"
+    return pretrain_backbone(tiny_world, tmp_path_factory.mktemp("pretrain"), epochs=2)
 
 
 def _task_cfg(world, backbone, **extra):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import tiny_overrides
+from conftest import pretrain_backbone, tiny_overrides
 from transrec.config import load_config
 from transrec.errors import ConfigError
 from transrec.models.recommender import SequentialRecommender
@@ -176,14 +176,7 @@ def test_uaf_report_and_errors():
 
 @pytest.fixture(scope="module")
 def pretrained(tiny_world, tmp_path_factory):
-    from transrec.training.trainer import train
-
-    out = tmp_path_factory.mktemp("pretrain")
-    cfg = load_config(None, tiny_overrides(tiny_world, **{"task": "pretrain", "data.domain": "A",
-                                                          "model.name": "nextitnet", "model.dilations": "[1,2]",
-                                                          "model.num_repeats": 1, "train.epochs": 1}))
-    train(cfg, out)
-    return out / "model"
+    return pretrain_backbone(tiny_world, tmp_path_factory.mktemp("pretrain"), epochs=1)
 
 
 @pytest.mark.parametrize("task", ["profile", "cold_start"])

@@ -61,26 +61,24 @@ class ContentKNN(nn.Module):
         return users @ items.T
 
 
-class WithPopularityPrior(nn.Module):
-    """`model`'s score + weight * log(1 + count): one extra column on users (weight) and items (log count).
+class FusedScores(nn.Module):
+    """sum_k weight_k * score_k(user, item) over models of the contract, as one dot product (user and
+    item vectors of the parts concatenated, the users' scaled by the weights). Item vectors are
+    computed once (evaluation only)."""
 
-    Item vectors are computed once (this wrapper is for evaluation, not training)."""
-
-    def __init__(self, model: nn.Module, counts: np.ndarray | torch.Tensor, weight: float = 0.0):
+    def __init__(self, parts: list[nn.Module], weights: list[float]):
         super().__init__()
-        self.model = model
-        self.weight = float(weight)
-        self.max_len = getattr(model, "max_len", 50)
-        log_counts = torch.log1p(torch.as_tensor(np.asarray(counts), dtype=torch.float32))
-        log_counts[0] = 0.0
+        self.parts = nn.ModuleList(parts)
+        self.weights = [float(w) for w in weights]
+        self.max_len = getattr(parts[0], "max_len", 50)
         with torch.no_grad():
-            was_training = model.training
-            model.eval()
-            base = model.all_item_vectors().float()
-            model.train(was_training)
-        if len(log_counts) != len(base):
-            raise ConfigError(f"popularity counts for {len(log_counts) - 1} items, model has {len(base) - 1}")
-        self.register_buffer("items", torch.cat([base, log_counts.to(base.device).unsqueeze(-1)], -1))
+            vectors = []
+            for part in parts:
+                was_training = part.training
+                part.eval()
+                vectors.append(part.all_item_vectors().float().cpu())
+                part.train(was_training)
+        self.register_buffer("items", torch.cat(vectors, -1))
 
     def all_item_vectors(self) -> torch.Tensor:
         return self.items
@@ -89,27 +87,75 @@ class WithPopularityPrior(nn.Module):
         return self.items[items]
 
     def encode_users(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        users = self.model.encode_users(batch).float()
-        return torch.cat([users, users.new_full((users.shape[0], 1), self.weight)], -1)
+        users = [w * part.encode_users(batch).float().cpu() for part, w in zip(self.parts, self.weights)]
+        return torch.cat(users, -1)
 
     @staticmethod
     def score(users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return users @ items.T
 
 
+def fit_fusion(parts: list[nn.Module], grids: list[tuple[float, ...]], valid_cases, eval_cfg, max_len: int,
+               metric: str = "NDCG@10") -> tuple[list[float], dict[tuple[float, ...], float]]:
+    """The weights (one grid per part; the first part's grid is usually (1.0,)) with the best validation
+    `metric`, by exhaustive search -> (weights, {weights: metric}). Ties go to the earlier grid point."""
+    import itertools
+
+    from transrec.evaluation.evaluator import evaluate
+
+    fused = FusedScores(parts, [1.0] * len(parts))
+    tried: dict[tuple[float, ...], float] = {}
+    for weights in itertools.product(*grids):
+        if any(weights):
+            fused.weights = [float(w) for w in weights]
+            tried[tuple(fused.weights)] = evaluate(fused, valid_cases, eval_cfg, max_len)[metric]
+    best = max(tried, key=tried.get)  # the first of equal values: grid order
+    return list(best), tried
+
+
+class _LogCounts(nn.Module):
+    """log(1 + count) per item as a model of the contract (users = 1), from counts rather than sequences."""
+
+    def __init__(self, counts: np.ndarray | torch.Tensor):
+        super().__init__()
+        log_counts = torch.log1p(torch.as_tensor(np.asarray(counts), dtype=torch.float32))
+        log_counts[0] = 0.0
+        self.register_buffer("log_counts", log_counts.unsqueeze(-1))
+
+    def all_item_vectors(self) -> torch.Tensor:
+        return self.log_counts
+
+    def encode_users(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.ones(batch["items"].shape[0], 1)
+
+
+class WithPopularityPrior(FusedScores):
+    """`model`'s score + weight * log(1 + count); item vectors computed once (evaluation, not training)."""
+
+    def __init__(self, model: nn.Module, counts: np.ndarray | torch.Tensor, weight: float = 0.0):
+        prior = _LogCounts(counts)
+        with torch.no_grad():
+            was_training = model.training
+            n = len(model.eval().all_item_vectors())
+            model.train(was_training)
+        if len(prior.log_counts) != n:
+            raise ConfigError(f"popularity counts for {len(prior.log_counts) - 1} items, model has {n - 1}")
+        super().__init__([model, prior], [1.0, weight])
+
+    @property
+    def weight(self) -> float:
+        return self.weights[1]
+
+    @weight.setter
+    def weight(self, value: float) -> None:
+        self.weights[1] = float(value)
+
+
 def fit_prior_weight(model: nn.Module, counts: np.ndarray, valid_cases, eval_cfg, max_len: int,
                      grid: tuple[float, ...] = PRIOR_GRID, metric: str = "NDCG@10") -> tuple[float, dict]:
     """The prior weight in `grid` with the best validation `metric` -> (weight, {weight: metric})."""
-    from transrec.evaluation.evaluator import evaluate
-
-    prior = WithPopularityPrior(model, counts)
-    found = {}
-    for w in grid:
-        prior.weight = float(w)
-        found[float(w)] = evaluate(prior, valid_cases, eval_cfg, max_len)[metric]
-    best = max(found, key=lambda w: (found[w], -w))  # ties: the smaller prior
-    prior.weight = best
-    return best, found
+    weights, tried = fit_fusion([model, _LogCounts(counts)], [(1.0,), grid], valid_cases, eval_cfg, max_len, metric)
+    return weights[1], {w: v for (_, w), v in tried.items()}
 
 
 # ----------------------------------------------------------------------------- features
@@ -148,57 +194,3 @@ def encoder_features(encoder: nn.Module, centred: bool = False, batch_size: int 
     encoder.train(was_training)
     return torch.cat(rows).cpu()
 
-
-class FusedScores(nn.Module):
-    """sum_k weight_k * score_k(user, item) over models of the contract, as one dot product (user and
-    item vectors of the parts concatenated, the users' scaled by the weights). Item vectors are
-    computed once (evaluation only)."""
-
-    def __init__(self, parts: list[nn.Module], weights: list[float]):
-        super().__init__()
-        self.parts = nn.ModuleList(parts)
-        self.weights = [float(w) for w in weights]
-        self.max_len = getattr(parts[0], "max_len", 50)
-        with torch.no_grad():
-            vectors = []
-            for part in parts:
-                was_training = part.training
-                part.eval()
-                vectors.append(part.all_item_vectors().float().cpu())
-                part.train(was_training)
-        self.register_buffer("items", torch.cat(vectors, -1))
-
-    def all_item_vectors(self) -> torch.Tensor:
-        return self.items
-
-    def encode_items(self, items: torch.Tensor) -> torch.Tensor:
-        return self.items[items]
-
-    def encode_users(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        users = [w * part.encode_users(batch).float().cpu() for part, w in zip(self.parts, self.weights)]
-        return torch.cat(users, -1)
-
-    @staticmethod
-    def score(users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return users @ items.T
-
-
-def fit_fusion(parts: list[nn.Module], grids: list[tuple[float, ...]], valid_cases, eval_cfg, max_len: int,
-               metric: str = "NDCG@10") -> tuple[list[float], float]:
-    """The weights (one grid per part; the first part's grid is usually (1.0,)) with the best validation
-    `metric`, by exhaustive search -> (weights, best metric). Ties go to the earlier grid point."""
-    import itertools
-
-    from transrec.evaluation.evaluator import evaluate
-
-    fused = FusedScores(parts, [1.0] * len(parts))
-    best, best_weights = -1.0, None
-    for weights in itertools.product(*grids):
-        if not any(weights):
-            continue
-        fused.weights = list(weights)
-        value = evaluate(fused, valid_cases, eval_cfg, max_len)[metric]
-        if value > best:
-            best, best_weights = value, list(weights)
-    fused.weights = best_weights
-    return best_weights, best
