@@ -13,7 +13,7 @@ from conftest import tiny_overrides
 from transrec.config import load_config
 from transrec.errors import CheckpointError, ConfigError
 from transrec.models.recommender import SequentialRecommender
-from transrec.models.transfer.conure import Conure, TaskMasks, kept_count
+from transrec.models.transfer.conure import Conure, TaskMasks, kept_count, pack_owners, unpack_owners
 
 ENCODERS = {
     "nextitnet": {"dilations": [1, 2], "num_repeats": 1, "dropout": 0.0},
@@ -232,6 +232,11 @@ def test_save_load_round_trip_is_bitwise_and_strict(conure_run, tmp_path):
         state = {k: f.get_tensor(k) for k in keys}
     assert {k.split(".")[0] for k in keys} == {"backbone", "owner", "task2", "task3"}
     assert all(state[k].dtype == torch.uint8 for k in keys if k.startswith("owner."))
+    dense = result.conure.masks.owners
+    for name, owner in dense.items():  # compact: 2 bit planes (owners 0..3), 8 entries per byte
+        assert tuple(state[f"owner.{name}.weight"].shape) == (2, (owner.numel() + 7) // 8)
+    assert result.conure.storage()["masks"] == sum(2 * ((o.numel() + 7) // 8) for o in dense.values())
+    assert result.conure.storage()["masks"] < sum(o.numel() for o in dense.values()) / 3
     loaded = Conure.load(path)
     assert loaded.num_tasks == 3 and loaded.masks.num_tasks == 3
     for j in (1, 2, 3):
@@ -252,6 +257,13 @@ def test_save_load_round_trip_is_bitwise_and_strict(conure_run, tmp_path):
     owner = next(k for k in keys if k.startswith("owner."))
     with pytest.raises(CheckpointError, match="mismatched"):
         Conure.load(broken("wide.safetensors", {**state, owner: state[owner].long()}))
+    late = state[owner].clone()
+    late[:, 0] = 255  # entries 0..7 owned by task 3 (both planes set) in a file of 2 tasks (2 bits too)
+    two_tasks = {**metadata, "tasks": json.dumps(json.loads(metadata["tasks"])[:2])}
+    trimmed = {k: v for k, v in state.items() if not k.startswith("task3.")}
+    save_file({**trimmed, owner: late}, str(tmp_path / "late.safetensors"), metadata=two_tasks)
+    with pytest.raises(CheckpointError, match="names task 3, but the file has 2 tasks"):
+        Conure.load(tmp_path / "late.safetensors")
     save_file(state, str(tmp_path / "plain.safetensors"))
     with pytest.raises(CheckpointError, match="not a Conure file"):
         Conure.load(tmp_path / "plain.safetensors")
@@ -284,3 +296,99 @@ def test_cli_runs_a_lifelong_sequence(tiny_world, tmp_path, capsys):
     assert metrics["matrix"][0][0] == metrics["matrix"][0][1] and metrics["matrix"][1][0] is None
     assert [log["keep_ratio"] for log in metrics["logs"]] == [0.4, 0.4]
     assert Conure.load(out / "conure.safetensors").num_tasks == 2
+
+
+def test_owner_bit_planes_round_trip():
+    g = torch.Generator().manual_seed(0)
+    for shape, tasks in (((3, 5, 7), 5), ((64, 64), 1), ((1,), 7), ((9,), 255)):
+        owner = torch.randint(0, tasks + 1, shape, generator=g).to(torch.uint8)
+        bits = max(1, tasks.bit_length())
+        packed = pack_owners(owner, bits)
+        assert packed.dtype == torch.uint8 and tuple(packed.shape) == (bits, (owner.numel() + 7) // 8)
+        assert torch.equal(unpack_owners(packed, shape), owner)
+    with pytest.raises(ValueError, match="does not fit"):
+        pack_owners(torch.tensor([4], dtype=torch.uint8), 2)
+
+
+def test_save_pretrained_folder_serves_every_task_by_name_offline(conure_run, tmp_path, monkeypatch):
+    result, predictions, items = conure_run
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    folder = result.conure.save_pretrained(tmp_path / "conure", item_ids=[f"i{k}" for k in range(result.conure.backbone.num_items)])
+    assert sorted(p.name for p in folder.iterdir()) == ["conure.safetensors", "item_ids.json"]
+    loaded = Conure.from_pretrained(folder)
+    assert loaded.names == result.conure.names == result.names
+    for j, name in enumerate(loaded.names, 1):
+        assert torch.equal(loaded.predict(name, items), predictions[3][j - 1]), f"{name} differs after loading"
+        assert torch.equal(loaded.predict(str(j), items), loaded.predict(j, items))
+    with pytest.raises(ConfigError, match="no task named"):
+        loaded.predict("T9 nothing", items)
+    with pytest.raises(ConfigError, match="not learned"):
+        loaded.predict(4, items)
+    with pytest.raises(CheckpointError, match="not found|no conure.safetensors"):
+        Conure.from_pretrained(tmp_path / "missing")
+    with pytest.raises(ConfigError, match="item ids"):
+        result.conure.save_pretrained(tmp_path / "bad", item_ids=["a"])
+    conure = Conure(_backbone())
+    conure.add_task("next_item", name="same")
+    conure.finish_task()
+    with pytest.raises(ConfigError, match="is taken"):
+        conure.add_task("profile", name="same")
+    with pytest.raises(ConfigError, match="bare number"):
+        conure.add_task("profile", name="2")
+
+
+def test_packed_owners_with_stray_padding_bits_are_refused(tmp_path):
+    torch.manual_seed(0)
+    backbone = SequentialRecommender(20, user_encoder="nextitnet", dim=5, max_len=8, encoder_args=ENCODERS["nextitnet"])
+    conure = Conure(backbone)
+    conure.add_task("next_item")
+    conure.prune(0.3)
+    conure.finish_task()
+    path = conure.save(tmp_path / "one.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        metadata, state = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    key = next(k for k in state if k.startswith("owner."))
+    assert state[key].shape[0] == 1 and conure.masks.owners[key[6:-7]].numel() % 8  # 1 plane, a partial last byte
+    assert torch.equal(Conure.load(path).predict(1, _items(num_items=20)), conure.predict(1, _items(num_items=20)))
+    stray = state[key].clone()
+    stray[0, -1] = 255
+    save_file({**state, key: stray}, str(tmp_path / "stray.safetensors"), metadata=metadata)
+    with pytest.raises(CheckpointError, match="past its"):
+        Conure.load(tmp_path / "stray.safetensors")
+
+
+def test_patience_selects_each_phase_on_validation_and_t1_can_start_pretrained(tiny_world):
+    """With lifelong.patience, a phase keeps its best-on-valid epoch; epochs=0 for T1 prunes a
+    pretrained backbone and retrains it (Conure) or leaves it as it is (SinMoAll)."""
+    from dataclasses import replace
+
+    from transrec.data.pipeline import load_raw_dataset, prepare_data
+    from transrec.evaluation.evaluator import evaluate
+    from transrec.models.recommender import build_model
+    from transrec.training.lifelong import learn_task_sequence, tasks_from_config
+
+    cfg = _lifelong_cfg(tiny_world, **{"train.epochs": 4, "lifelong.patience": 1,
+                                       "lifelong.tasks": "[next_item,profile:taste]"})
+    data = prepare_data(cfg.data)
+    tasks = tasks_from_config(cfg, data, load_raw_dataset(cfg.data))
+    tasks[0] = replace(tasks[0], epochs=0, retrain_epochs=3)
+    torch.manual_seed(0)
+    pretrained = build_model(cfg.model, data.num_items, cfg.data.max_len)
+    state = {k: v.clone() for k, v in pretrained.state_dict().items()}
+    result = learn_task_sequence(pretrained, tasks, cfg, method="conure")
+    t1, t2 = result.logs
+    assert t1["train_loss"] == [] and t1["train"] == {} and 1 <= t1["retrain"]["epochs_run"] <= 3
+    assert 1 <= t1["retrain"]["best_epoch"] <= t1["retrain"]["epochs_run"]
+    assert 1 <= t2["train"]["best_epoch"] <= t2["train"]["epochs_run"] <= 4
+    assert t2["train"]["best_valid"] <= 0  # negated valid log-loss
+    # the selected T1 network scores its recorded best valid NDCG@10
+    with result.conure.task(1) as model:
+        assert evaluate(model, data.split.valid, cfg.eval, model.max_len)["NDCG@10"] == \
+            pytest.approx(t1["retrain"]["best_valid"], abs=1e-5)
+    assert result.matrix[0][0] == result.matrix[0][1]
+    torch.manual_seed(0)
+    fresh = build_model(cfg.model, data.num_items, cfg.data.max_len)
+    fresh.load_state_dict(state)
+    drift = learn_task_sequence(fresh, tasks[:1], cfg, method="sinmoall")  # T1 kept as pretrained
+    assert all(torch.equal(v, state[k]) for k, v in fresh.state_dict().items())
+    assert drift.logs[0]["train_loss"] == []

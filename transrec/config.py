@@ -28,6 +28,7 @@ class DataConfig:
     finetune: str | None = None  # peterrec fine-tune file
     domain: str | None = None  # keep only interactions with items of this domain
     max_len: int = 50  # most recent items kept per input sequence
+    train_stride: int = 0  # next-item training windows end every `train_stride` items and supervise only their last ones (more context per target, ~max_len/stride x the epoch cost); 0 = non-overlapping windows
     min_user_interactions: int = 3  # leave-one-out needs train + valid + test items
     k_core: int = 0  # iterative k-core filter on users and items (0 = off)
     synthetic_seed: int = 0
@@ -57,11 +58,12 @@ class ModelConfig:
     image_encoder: str = "tiny-vit"
     text_trainable_blocks: int = 1  # top transformer layers that train (-1 = all, 0 = frozen)
     image_trainable_blocks: int = 1
+    image_size: int = 0  # image input resolution in pixels (0 = the encoder's native one, e.g. 224)
     text_pooling: str = "auto"  # cls | mean | auto (the preset's choice: mean for MiniLM, else cls)
     text_max_length: int = 32
     modality_embedding: bool = True  # mixture: learned vector per modality
     id_embedding: bool = False  # add an item-ID embedding to the content vector (id+content)
-    cache_frozen: bool = False  # compute frozen parts once per item: trainable_blocks=0 keeps the pooled vector (text, image); text k>0 the bottom's token states
+    cache_frozen: bool = False  # compute frozen parts once per item: trainable_blocks=0 keeps the pooled vector; k>0 the frozen bottom's output (text token states, image feature map)
     gradient_checkpointing: bool = False  # text: recompute the trainable blocks in backward
     score: str = "dot"  # dot | cosine (unit vectors times a learned scale: item norms carry no catalogue-specific signal)
     content_residual: bool = False  # content models: + learned weight x the encoder's own cosine to the last item
@@ -147,6 +149,7 @@ class LifelongConfig:
     method: str = "conure"  # conure | sinmoall (every weight fine-tuned for each task: the forgetting baseline)
     keep_ratios: list[float] = field(default_factory=list)  # per task, share of its trained weights kept (the last repeats); empty = 0.3 for T1, 0.5 after
     retrain_epochs: int = -1  # epochs retraining the kept weights after pruning (-1 = train.epochs)
+    patience: int = 0  # > 0: each phase selects on the task's valid split and stops after this many epochs without improvement (0 = fixed epochs)
 
 
 @dataclass

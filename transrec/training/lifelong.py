@@ -8,15 +8,22 @@ learned so far is evaluated: `matrix[j][k]` is task j+1's headline metric after 
 (None before task j+1 is learned). Conure's rows are constant: old tasks do not change at all.
 `method="sinmoall"` runs the same sequence fine-tuning every weight (the forgetting baseline).
 
-Training runs for a fixed number of epochs per phase, with no model selection (the matrix reads
-the split it is given, `test` by default, after each task; nothing is chosen on it). One process,
-one device: no accelerate here; the sequences are short.
+Each phase (train, then retrain after pruning) runs `epochs` epochs. With `lifelong.patience` > 0
+it selects on the task's **validation** split instead, as finetune.py does (valid NDCG@10 for next
+item and cold start, valid log-loss for profiles): after every epoch the trainable tensors of the
+best epoch so far are kept, the phase stops after `patience` epochs without improvement, and the
+best ones are put back (frozen entries are bitwise the same in every epoch, so this cannot touch an
+earlier task). The matrix reads the split it is given, `test` by default, after each task; nothing
+is chosen on it. A task with `epochs=0` skips its training phase: with a pretrained backbone as
+task 1, Conure then prunes the pretrained weights and retrains the kept ones (SinMoAll keeps the
+backbone as it is). One process, one device: no accelerate here; the sequences are short.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -35,7 +42,7 @@ from transrec.errors import ConfigError
 from transrec.evaluation.evaluator import evaluate
 from transrec.models.transfer.conure import Conure, default_keep_ratio
 from transrec.objectives import create_objective
-from transrec.training.finetune import _Cases, _collate, evaluate_task, task_loss
+from transrec.training.finetune import LOWER_IS_BETTER, SELECT, _Cases, _collate, evaluate_task, task_loss
 from transrec.training.optim import build_optimizer
 
 log = logging.getLogger("transrec")
@@ -112,18 +119,40 @@ def _task_batches(task: LifelongTask, model: nn.Module, cfg: Config, device) -> 
     return loader, lambda m, b: task_loss(m(b["items"]), b)
 
 
+def _validation(task: LifelongTask, model: nn.Module, cfg: Config, device) -> Callable[[], float]:
+    """The phase's model-selection score on the task's validation split (higher is better)."""
+    if task.kind == "next_item":
+        key = headline_metric("next_item", cfg.eval.ks)
+        return lambda: evaluate(model, task.data.split.valid, cfg.eval, model.max_len, device)[key]
+    key = SELECT[task.kind]
+    sign = -1.0 if key in LOWER_IS_BETTER else 1.0
+
+    def score() -> float:
+        return sign * evaluate_task(model, task.data, task.data.valid, _max_items(model), cfg.eval.ks,
+                                    cfg.eval.batch_size, device, cfg.eval.protocol, cfg.eval.num_negatives)[key]
+
+    return score
+
+
 def _train_phase(conure: Conure, model: nn.Module, loader: DataLoader, loss_fn: Callable, epochs: int,
-                 cfg: Config, device) -> list[float]:
-    """Epochs of AdamW with a fresh optimizer; the masks' guard keeps frozen entries bitwise fixed."""
+                 cfg: Config, device, validate: Callable[[], float] | None = None, patience: int = 0,
+                 record: dict[str, Any] | None = None) -> list[float]:
+    """Epochs of AdamW with a fresh optimizer; the masks' guard keeps frozen entries bitwise fixed.
+    With `validate` and `patience` > 0: keep the best-scoring epoch's trainable tensors, stop after
+    `patience` epochs without a better score, put the best back (`record` gets the epochs run, the
+    best epoch and its score)."""
     if epochs <= 0:
         return []
     optimizer = build_optimizer(model, cfg.train.lr, cfg.train.weight_decay)
     guard = conure.protect(optimizer)
-    params = [p for p in model.parameters() if p.requires_grad]
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
+    select = validate is not None and patience > 0
+    best, best_state, best_epoch, bad = -float("inf"), None, 0, 0
     losses = []
     model.train()
     try:
-        for _ in range(epochs):
+        for epoch in range(epochs):
             total = 0.0
             for batch in loader:
                 batch = {k: v.to(device) for k, v in batch.items()}
@@ -137,15 +166,32 @@ def _train_phase(conure: Conure, model: nn.Module, loader: DataLoader, loss_fn: 
                 optimizer.zero_grad(set_to_none=True)
                 total += loss.item()
             losses.append(round(total / max(1, len(loader)), 5))
+            if select:
+                score = validate()
+                model.train()
+                if score > best:
+                    best, best_epoch, bad = score, epoch + 1, 0
+                    best_state = [p.detach().clone() for p in params]
+                else:
+                    bad += 1
+                    if bad >= patience:
+                        break
     finally:
         guard.remove()
         model.eval()
+    if best_state is not None:
+        with torch.no_grad():
+            for p, value in zip(params, best_state):
+                p.copy_(value)
+        if record is not None:
+            record.update(epochs_run=len(losses), best_epoch=best_epoch, best_valid=round(best, 5))
     return losses
 
 
 def learn_task(conure: Conure, task: LifelongTask, cfg: Config, device: str | torch.device = "cpu"
                ) -> dict[str, Any]:
-    """Learn the next task: train, prune to its keep ratio and retrain (Conure), then freeze it."""
+    """Learn the next task: train, prune to its keep ratio and retrain (Conure), then freeze it.
+    `cfg.lifelong.patience` > 0: each phase selects on the task's validation split (module docstring)."""
     k = conure.num_tasks + 1
     ds = cfg.downstream
     torch.manual_seed(cfg.train.seed + k)  # the head's initialisation and the dropout masks
@@ -153,12 +199,19 @@ def learn_task(conure: Conure, task: LifelongTask, cfg: Config, device: str | to
                             ds.readout, ds.head_dropout).to(device)
     loader, loss_fn = _task_batches(task, model, cfg, device)
     epochs = cfg.train.epochs if task.epochs is None else task.epochs
-    out: dict[str, Any] = {"task": k, "train_loss": _train_phase(conure, model, loader, loss_fn, epochs, cfg, device)}
+    patience = cfg.lifelong.patience
+    validate = _validation(task, model, cfg, device) if patience > 0 else None
+    start = time.time()
+    out: dict[str, Any] = {"task": k, "train": {}, "retrain": {}}
+    out["train_loss"] = _train_phase(conure, model, loader, loss_fn, epochs, cfg, device, validate, patience,
+                                     out["train"])
     if conure.masks is not None:
         out["keep_ratio"] = default_keep_ratio(k) if task.keep_ratio is None else task.keep_ratio
         out["kept_entries"] = sum(conure.prune(out["keep_ratio"]).values())
         retrain = epochs if task.retrain_epochs is None else task.retrain_epochs
-        out["retrain_loss"] = _train_phase(conure, model, loader, loss_fn, retrain, cfg, device)
+        out["retrain_loss"] = _train_phase(conure, model, loader, loss_fn, retrain, cfg, device, validate, patience,
+                                           out["retrain"])
+    out["seconds"] = round(time.time() - start, 2)
     conure.finish_task()
     log.info("learned T%d (%s): %s", k, task.kind, out)
     return out
@@ -254,8 +307,7 @@ def run_lifelong(cfg: Config, output_dir: str | Path) -> LifelongResult:
     backbone = build_model(cfg.model, data.num_items, cfg.data.max_len)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     result = learn_task_sequence(backbone, tasks, cfg, cfg.lifelong.method, device)
-    result.conure.save(output_dir / "conure.safetensors")
-    (output_dir / "item_ids.json").write_text(json.dumps(data.dataset.items.ids.to_list()))
+    result.conure.save_pretrained(output_dir, data.dataset.items.ids.to_list())  # conure.safetensors, item_ids.json
     (output_dir / "config.yaml").write_text(cfg.to_yaml())
     (output_dir / "metrics.json").write_text(json.dumps(result.to_json(), indent=2, default=_json_default))
     log.info("task x time (%s):\n%s", result.method, result.table())

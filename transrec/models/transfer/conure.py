@@ -27,12 +27,18 @@ as the paper does); every later task keeps 50% of what it trained (our choice: t
 halves task by task, so it lasts for tasks still to come). Every ratio is configurable per task.
 
 `Conure` bundles backbone, masks and the task heads (a task 1 next-item on the backbone's own
-item table; later tasks PeterRec's `DownstreamModel` heads) and saves them in one safetensors file.
+item table; later tasks PeterRec's `DownstreamModel` heads) and saves them in one safetensors file;
+`save_pretrained(folder)` writes that file (plus the backbone's item vocabulary) as a folder, and
+`Conure.from_pretrained(folder)` serves any learned task by its name or number. The owner masks are
+stored compactly as **bit planes**: an owner id needs ceil(log2(n_tasks + 1)) bits (3 for 5 tasks),
+and plane b of a weight is the little-endian bit-packed bit b of every entry's owner (uint8
+[bits, ceil(entries / 8)]); that is 3/32 of the float32 weights' bytes for 5 tasks.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -40,6 +46,7 @@ from typing import Any, Iterator
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+import numpy as np
 from torch import Tensor, nn
 
 from transrec.errors import CheckpointError, ConfigError
@@ -47,7 +54,38 @@ from transrec.errors import CheckpointError, ConfigError
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
 DEFAULT_KEEP_RATIOS = (0.3, 0.5)  # task 1, then every later task
 TASK_KINDS = ("next_item", "profile", "cold_start")
-FORMAT = "transrec-conure/1"
+FORMAT = "transrec-conure/2"  # /2: owners as bit planes (/1 stored one uint8 per entry)
+WEIGHTS_FILE = "conure.safetensors"
+ITEM_IDS_FILE = "item_ids.json"
+
+
+def owner_bits(num_tasks: int) -> int:
+    """Bits per entry that hold an owner id in 0..num_tasks."""
+    return max(1, int(num_tasks).bit_length())
+
+
+def pack_owners(owner: Tensor, bits: int) -> Tensor:
+    """uint8 owners (any shape) -> uint8 [bits, ceil(numel / 8)]: plane b = bit b of every entry, packed
+    little-endian 8 entries per byte."""
+    flat = owner.detach().cpu().flatten().numpy()
+    if flat.size and int(flat.max()) >= 1 << bits:
+        raise ValueError(f"an owner id {int(flat.max())} does not fit in {bits} bits")
+    planes = [np.packbits((flat >> b) & 1, bitorder="little") for b in range(bits)]
+    return torch.from_numpy(np.stack(planes) if planes else np.zeros((0, 0), np.uint8)).contiguous()
+
+
+def unpack_owners(packed: Tensor, shape: tuple[int, ...] | torch.Size) -> Tensor:
+    """Inverse of `pack_owners`."""
+    numel = math.prod(shape)
+    planes = packed.cpu().numpy()
+    owner = np.zeros(numel, dtype=np.uint8)
+    for b in range(planes.shape[0]):
+        owner |= np.unpackbits(planes[b], count=numel, bitorder="little") << b
+    return torch.from_numpy(owner).reshape(tuple(shape))
+
+
+def packed_shape(shape: tuple[int, ...] | torch.Size, num_tasks: int) -> tuple[int, int]:
+    return owner_bits(num_tasks), (math.prod(shape) + 7) // 8
 
 
 def default_keep_ratio(task: int) -> float:
@@ -276,6 +314,21 @@ class Conure:
     def num_tasks(self) -> int:
         return len(self.models)
 
+    @property
+    def names(self) -> list[str]:
+        return [spec["name"] for spec in self.specs]
+
+    def task_index(self, task: int | str) -> int:
+        """A task's number 1..n, from its number or its name."""
+        if isinstance(task, str) and not task.isdigit():
+            if task not in self.names:
+                raise ConfigError(f"no task named {task!r}; learned tasks: {self.names}")
+            return self.names.index(task) + 1
+        j = int(task)
+        if not 1 <= j <= self.num_tasks:
+            raise ConfigError(f"task {j} is not learned (learned: 1..{self.num_tasks}: {self.names})")
+        return j
+
     def _build(self, spec: dict[str, Any]) -> nn.Module:
         if spec["kind"] == "next_item":
             return self.backbone
@@ -299,7 +352,12 @@ class Conure:
         if (kind == "next_item") != (k == 1):
             raise ConfigError("task 1 must be next_item on the backbone's data (it trains the shared item table), "
                               f"and only task 1; got {kind} as task {k}")
-        spec = {"name": name or f"task{k}", "kind": kind, "readout": readout, "head_dropout": head_dropout,
+        name = name or f"task{k}"
+        if name in self.names:
+            raise ConfigError(f"task name {name!r} is taken (tasks: {self.names}); names select tasks, so they are unique")
+        if name.isdigit():
+            raise ConfigError(f"task name {name!r}: a name must not be a bare number (numbers select tasks by position)")
+        spec = {"name": name, "kind": kind, "readout": readout, "head_dropout": head_dropout,
                 "classes": list(getattr(data, "classes", []) or []),
                 "target_items": list(getattr(data, "target_items", []) or [])}
         model = self._build(spec)
@@ -340,10 +398,10 @@ class Conure:
             p.requires_grad_(False)
 
     @contextmanager
-    def task(self, j: int) -> Iterator[nn.Module]:
-        """Task j's model, computing with task j's network (SinMoAll: the current shared weights)."""
-        if not 1 <= j <= self.num_tasks:
-            raise ConfigError(f"task {j} is not learned (learned: 1..{self.num_tasks})")
+    def task(self, j: int | str) -> Iterator[nn.Module]:
+        """Task j's model (by number or name), computing with task j's network (SinMoAll: the current
+        shared weights)."""
+        j = self.task_index(j)
         if self.masks is None:
             yield self.models[j - 1]
             return
@@ -351,9 +409,10 @@ class Conure:
             yield self.models[j - 1]
 
     @torch.no_grad()
-    def predict(self, j: int, items: Tensor) -> Tensor:
-        """[b, L] left-padded backbone item indices -> task j's outputs: scores over all items (next
-        item), class logits (profile) or target-item logits (cold start)."""
+    def predict(self, j: int | str, items: Tensor) -> Tensor:
+        """[b, L] left-padded backbone item indices -> task j's outputs (j: number or name): scores over
+        all items (next item), class logits (profile) or target-item logits (cold start)."""
+        j = self.task_index(j)
         with self.task(j) as model:
             was_training = model.training
             model.eval()
@@ -369,15 +428,47 @@ class Conure:
 
     # -- one file ------------------------------------------------------------------------------
     def tensors(self) -> dict[str, Tensor]:
-        """Everything saved: `backbone.*`, `owner.*` (uint8) and `task<j>.*` (each task's head, [CLS])."""
+        """Everything saved: `backbone.*`, `owner.*` (bit planes, uint8 [bits, ceil(entries / 8)]) and
+        `task<j>.*` (each task's head, [CLS])."""
         out = {f"backbone.{k}": v.detach().cpu().contiguous() for k, v in self.backbone.state_dict().items()}
         if self.masks is not None:
-            out.update({f"owner.{k}": v for k, v in self.masks.state().items()})
+            bits = owner_bits(self.num_tasks)
+            out.update({f"owner.{k}": pack_owners(v, bits) for k, v in self.masks.state().items()})
         for j, model in enumerate(self.models, 1):
             if model is not self.backbone:
                 out.update({f"task{j}.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()
                             if not k.startswith("backbone.")})
         return out
+
+    def storage(self) -> dict[str, int]:
+        """Bytes of what serving every learned task needs: the backbone, the owner masks and the heads."""
+        parts = {"backbone": 0, "masks": 0, "heads": 0}
+        for key, t in self.tensors().items():
+            part = {"backbone": "backbone", "owner": "masks"}.get(key.split(".")[0], "heads")
+            parts[part] += t.numel() * t.element_size()
+        return {**parts, "total": sum(parts.values())}
+
+    def save_pretrained(self, folder: str | Path, item_ids: list[str] | None = None) -> Path:
+        """One folder serving every task: `conure.safetensors` (backbone, bit-packed masks, all heads, the
+        task list) and, given the backbone's external item ids, `item_ids.json`."""
+        folder = Path(folder)
+        self.save(folder / WEIGHTS_FILE)
+        if item_ids is not None:
+            if len(item_ids) != self.backbone.num_items:
+                raise ConfigError(f"{len(item_ids)} item ids for a backbone of {self.backbone.num_items} items")
+            (folder / ITEM_IDS_FILE).write_text(json.dumps(list(item_ids)))
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, backbone: nn.Module | None = None) -> "Conure":
+        """Load a `save_pretrained` folder (local; a Hub id only from the offline cache when
+        HF_HUB_OFFLINE=1), strictly. Serve a task with `predict(name_or_number, items)`."""
+        from transrec.hub import resolve_model_dir
+
+        path = resolve_model_dir(folder) / WEIGHTS_FILE
+        if not path.is_file():
+            raise CheckpointError(f"{folder}: no {WEIGHTS_FILE} (not a Conure folder)")
+        return cls.load(path, backbone)
 
     def save(self, path: str | Path) -> Path:
         """One safetensors file: backbone, owners, heads; task specs and the backbone's config in its metadata."""
@@ -385,6 +476,7 @@ class Conure:
             raise CheckpointError(f"task {self.masks.current} is still being learned; finish it before saving")
         config = getattr(self.backbone, "_hub_mixin_config", None)
         metadata = {"format": FORMAT, "masked": json.dumps(self.masks is not None), "tasks": json.dumps(self.specs),
+                    "owner_encoding": "bit planes, little-endian packbits, uint8 [bits, ceil(entries / 8)]",
                     "backbone_config": json.dumps(config if isinstance(config, dict) else None)}
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -416,7 +508,7 @@ class Conure:
         for spec in json.loads(metadata["tasks"]):
             conure.specs.append(spec)
             conure.models.append(conure._build(spec))
-        expected = conure.tensors()
+        expected = conure.tensors()  # packed owners sized for the file's task count
         missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
         wrong = [f"{k} {tuple(state[k].shape)} {state[k].dtype} != {tuple(v.shape)} {v.dtype}"
                  for k, v in expected.items()
@@ -434,7 +526,17 @@ class Conure:
             if model is not backbone:
                 model.load_state_dict({**model.state_dict(), **take(f"task{j}.")}, strict=True)
         if conure.masks is not None:
-            conure.masks.load_state(take("owner."), conure.num_tasks)
+            owners = {}
+            for name, packed in take("owner.").items():
+                layer = conure.masks.owners[name[:-len(".weight")]]
+                owner = owners[name] = unpack_owners(packed, layer.shape)
+                top = int(owner.max()) if owner.numel() else 0
+                if top > conure.num_tasks:
+                    raise CheckpointError(f"{path}: owner.{name} names task {top}, but the file has "
+                                          f"{conure.num_tasks} tasks")
+                if not torch.equal(pack_owners(owner, packed.shape[0]), packed.cpu()):
+                    raise CheckpointError(f"{path}: owner.{name} has bits set past its {owner.numel()} entries")
+            conure.masks.load_state(owners, conure.num_tasks)
         for p in backbone.parameters():
             p.requires_grad_(False)
         for model in conure.models:
