@@ -15,7 +15,8 @@ from transrec.config import load_config
 from transrec.errors import ConfigError
 from transrec.models.recommender import SequentialRecommender
 from transrec.models.transfer.downstream import ClassifierHead
-from transrec.models.transfer.uaf import UAFDownstreamModel, share_by_history_length, uaf_report
+from transrec.models.transfer.uaf import (UAFDownstreamModel, by_history_length, history_buckets,
+                                         share_by_history_length, uaf_report)
 from transrec.training.finetune import task_loss
 
 ENCODERS = {
@@ -159,6 +160,22 @@ def test_share_by_history_length_buckets():
     assert sum(r["users"] for r in tied) == 8 and len(tied) < 4
 
 
+def test_by_history_length_means_per_bucket():
+    lengths = np.array([5, 1, 8, 2, 7, 3, 6, 4])  # unsorted: buckets follow lengths, not positions
+    ndcg = lengths / 10.0
+    ndcg[2] = np.nan  # a user without a value is left out of its bucket's mean, still counted as a user
+    rows = by_history_length({"NDCG@10": ndcg, "one": np.ones(8)}, lengths)
+    assert [(r["min_length"], r["max_length"], r["users"]) for r in rows] == [(1, 2, 2), (3, 4, 2), (5, 6, 2), (7, 8, 2)]
+    assert [r["NDCG@10"] for r in rows] == pytest.approx([0.15, 0.35, 0.55, 0.7])
+    assert all(r["one"] == 1.0 for r in rows)
+    assert list(history_buckets(lengths)) == [2, 0, 3, 0, 3, 1, 2, 1]
+    assert by_history_length({"x": np.zeros(0)}, np.zeros(0)) == []
+    with pytest.raises(ValueError, match="3 values for 8 users"):
+        by_history_length({"x": np.ones(3)}, lengths)
+    with pytest.raises(ConfigError, match="num_buckets"):
+        history_buckets(lengths, 0)
+
+
 def test_uaf_report_and_errors():
     model = _uaf("nextitnet")
     _perturb(model.uaf.policy, 1.0)
@@ -197,6 +214,13 @@ def test_cli_uaf_run_writes_the_fine_tuned_share(tiny_world, pretrained, tmp_pat
     assert 0.0 <= uaf["fine_tuned_share"] <= 1.0 and len(uaf["per_block_share"]) == 2
     assert sum(r["users"] for r in uaf["by_history_length"]) == metrics["test"]["users"] == uaf["users"]
     assert hashlib.sha256(weights.read_bytes()).hexdigest() == before
+    # per-user test metrics by history length: the buckets' user-weighted means are the test metrics
+    buckets = metrics["test_by_history_length"]
+    assert sum(r["users"] for r in buckets) == metrics["test"]["users"]
+    assert [r["min_length"] for r in buckets] == [r["min_length"] for r in uaf["by_history_length"]]
+    for key, per_user in ([("accuracy", "correct")] if task == "profile" else [("NDCG@10", "NDCG@10"), ("HR@10", "HR@10")]):
+        weighted = sum(r[per_user] * r["users"] for r in buckets) / sum(r["users"] for r in buckets)
+        assert weighted == pytest.approx(metrics["test"][key])
     stored = load_file(str(out / "task.safetensors"))
     assert not any(k.startswith("backbone.") for k in stored)
     assert any(k.startswith("uaf.copies.") for k in stored) and any(k.startswith("uaf.policy.") for k in stored)

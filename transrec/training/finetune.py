@@ -36,7 +36,7 @@ from transrec.hub import load_item_ids, load_model, resolve_model_dir
 from transrec.models.recommender import WEIGHTS_NAME, load_state_strict
 from transrec.models.transfer.downstream import ClassifierHead, DownstreamModel, TargetItemHead
 from transrec.models.transfer.peterrec import PatchSet, count_parameters, set_trainable
-from transrec.models.transfer.uaf import UAFDownstreamModel, uaf_report
+from transrec.models.transfer.uaf import UAFDownstreamModel, by_history_length, uaf_report
 from transrec.training.optim import build_optimizer, build_scheduler
 from transrec.training.trainer import (CsvTracker, RunResult, make_accelerator, plot_curves, progress_disabled,
                                        release, setup_logging)
@@ -140,6 +140,31 @@ def evaluate_task(model: DownstreamModel, data: DownstreamData, cases: np.ndarra
         out = cold_start_metrics(ranks, owner, tuple(ks))
     model.train(was_training)
     return out
+
+
+@torch.no_grad()
+def per_user_task_metrics(model: DownstreamModel, data: DownstreamData, cases: np.ndarray, max_items: int, ks,
+                          batch_size: int = 256, device=None, protocol: str = "full", num_negatives: int = 99
+                          ) -> dict[str, np.ndarray]:
+    """One value per case, in `cases` order: `correct` (0/1, profile) or, for cold start, each ranking
+    metric averaged over that user's target items (NaN without targets). Their means over users are
+    `evaluate_task`'s accuracy / ranking metrics; grouped by history length they show who gains."""
+    was_training = model.training
+    model.eval()
+    loader = DataLoader(_Cases(data, cases, max_items), batch_size=batch_size, collate_fn=_collate)
+    try:
+        users = torch.cat([model.user_states(batch["items"].to(device)).float() for batch in loader])
+        if data.task == "profile":
+            pred = model.head(users).float().argmax(-1).cpu().numpy()
+            return {"correct": (pred == data.labels[cases]).astype(np.float64)}
+        item_vecs = model.head.item_vectors().float()
+    finally:
+        model.train(was_training)
+    ranks, owner = cold_start_ranks(users, item_vecs, [data.targets[c] for c in cases], protocol, num_negatives)
+    rows = [metrics_from_ranks(ranks[owner == u], ks=tuple(ks)) if np.any(owner == u) else None
+            for u in range(len(cases))]
+    keys = next((r for r in rows if r is not None), {})
+    return {k: np.array([r[k] if r is not None else np.nan for r in rows]) for k in keys}
 
 
 def file_sha256(path: Path) -> str:
@@ -284,6 +309,9 @@ def _finetune(accelerator, cfg: Config, output_dir: Path) -> RunResult:
                        "protocol": ("full ranking over all target items" if cfg.eval.protocol == "full" else
                                     f"LEGACY sampled: each target vs {cfg.eval.num_negatives} random target items")
                        if cfg.task == "cold_start" else "accuracy / macro-F1 over all classes"}}
+    per_user = per_user_task_metrics(unwrapped, data, data.test, max_items, cfg.eval.ks, cfg.eval.batch_size,
+                                     accelerator.device, *protocol)
+    metrics["test_by_history_length"] = by_history_length(per_user, np.array([len(data.sources[c]) for c in data.test]))
     if ds.mode == "uaf":
         metrics["uaf"] = uaf_report(unwrapped, [data.sources[c] for c in data.test], max_items, cfg.eval.batch_size,
                                     accelerator.device)

@@ -188,19 +188,43 @@ def batch_decisions(model: UAFDownstreamModel, sequences: list[np.ndarray], max_
     return np.concatenate(out) if out else np.zeros((0, model.uaf.num_blocks), np.float32)
 
 
-def share_by_history_length(decisions: np.ndarray, lengths: np.ndarray, num_buckets: int = 4) -> list[dict]:
-    """Share of fine-tuned blocks per history-length bucket (quantile edges; tied edges merge buckets)."""
+def history_buckets(lengths: np.ndarray, num_buckets: int = 4) -> np.ndarray:
+    """Bucket index per user from quantile edges of `lengths` (tied edges merge buckets; 0 = shortest)."""
+    if num_buckets < 1:
+        raise ConfigError(f"num_buckets must be >= 1, got {num_buckets}")
     lengths = np.asarray(lengths)
+    edges = np.unique(np.quantile(lengths, np.linspace(0, 1, num_buckets + 1)[1:-1])) if len(lengths) else []
+    return np.searchsorted(edges, lengths, side="right")
+
+
+def by_history_length(values: dict[str, np.ndarray], lengths: np.ndarray, num_buckets: int = 4) -> list[dict]:
+    """Per history-length bucket (`history_buckets`): its length range, user count and the mean of each
+    per-user value array in `values` (NaN entries, e.g. a user with no target, are left out of a mean).
+    The same users with the same lengths always get the same buckets, so runs compare bucket by bucket."""
+    lengths = np.asarray(lengths)
+    for name, v in values.items():
+        if len(v) != len(lengths):
+            raise ValueError(f"by_history_length: {name} has {len(v)} values for {len(lengths)} users")
     if len(lengths) == 0:
         return []
-    edges = np.unique(np.quantile(lengths, np.linspace(0, 1, num_buckets + 1)[1:-1]))
-    which = np.searchsorted(edges, lengths, side="right")
+    which = history_buckets(lengths, num_buckets)
     rows = []
     for b in np.unique(which):
         sel = which == b
-        rows.append({"min_length": int(lengths[sel].min()), "max_length": int(lengths[sel].max()),
-                     "users": int(sel.sum()), "fine_tuned_share": float(decisions[sel].mean())})
+        row = {"min_length": int(lengths[sel].min()), "max_length": int(lengths[sel].max()), "users": int(sel.sum())}
+        for name, v in values.items():
+            chosen = np.asarray(v, dtype=np.float64)[sel]
+            chosen = chosen[~np.isnan(chosen)]
+            row[name] = float(chosen.mean()) if len(chosen) else float("nan")
+        rows.append(row)
     return rows
+
+
+def share_by_history_length(decisions: np.ndarray, lengths: np.ndarray, num_buckets: int = 4) -> list[dict]:
+    """Share of fine-tuned blocks per history-length bucket (quantile edges; tied edges merge buckets)."""
+    decisions = np.asarray(decisions, dtype=np.float64)
+    share = decisions.reshape(len(decisions), -1).mean(1) if len(decisions) else np.zeros(0)  # per user
+    return by_history_length({"fine_tuned_share": share}, lengths, num_buckets)
 
 
 def uaf_report(model: UAFDownstreamModel, sequences: list[np.ndarray], max_items: int, batch_size: int = 256,
