@@ -392,3 +392,29 @@ def test_patience_selects_each_phase_on_validation_and_t1_can_start_pretrained(t
     drift = learn_task_sequence(fresh, tasks[:1], cfg, method="sinmoall")  # T1 kept as pretrained
     assert all(torch.equal(v, state[k]) for k, v in fresh.state_dict().items())
     assert drift.logs[0]["train_loss"] == []
+
+
+def test_profile_entries_take_their_own_bins(tiny_world):
+    from transrec.data.pipeline import load_raw_dataset, prepare_data
+    from transrec.errors import DataError
+    from transrec.training.lifelong import tasks_from_config
+
+    cfg = _lifelong_cfg(tiny_world)
+    data, dataset = prepare_data(cfg.data), load_raw_dataset(cfg.data)
+
+    def tasks(*entries):
+        cfg.lifelong.tasks = ["next_item", *entries]
+        return tasks_from_config(cfg, data, dataset)
+
+    plain = tasks("profile:taste", "profile:activity")
+    assert plain[1].data.classes == ["0", "1", "2", "3"] and plain[2].data.classes == ["high", "low"]
+    binned = tasks("profile:taste@2", "profile:activity")  # the edges reach their own task only
+    assert binned[1].data.classes == ["2+", "<2"] and binned[2].data.classes == ["high", "low"]
+    assert (binned[1].data.labels == (plain[1].data.labels < 2)).all()  # class 1 = "<2"
+    assert binned[1].name == "T2 profile:taste@2"
+    with pytest.raises(DataError, match="numeric activity"):
+        tasks("profile:taste", "profile:activity@1")
+    with pytest.raises(ConfigError, match="must be numbers"):
+        tasks("profile:taste@young")
+    with pytest.raises(ConfigError, match="no bin edges"):
+        tasks("profile:taste@")

@@ -262,8 +262,10 @@ def learn_task_sequence(backbone: nn.Module, tasks: list[LifelongTask], cfg: Con
 
 
 def tasks_from_config(cfg: Config, data: PreparedData, dataset: RecDataset) -> list[LifelongTask]:
-    """`lifelong.tasks` entries -> tasks: `next_item` (first), `profile[:label]`, `cold_start[:domain]`
-    (defaults: downstream.label / downstream.target_domain), over `dataset` (the unfiltered data)."""
+    """`lifelong.tasks` entries -> tasks: `next_item` (first), `profile[:label[@e1,e2,...]]`,
+    `cold_start[:domain]` (defaults: downstream.label / downstream.target_domain), over `dataset` (the
+    unfiltered data). `@e1,e2,...`: this profile task's numeric label is bucketed at those edges (e.g.
+    `profile:age@18,25,35,45,50,56`); without it, `downstream.bins` apply."""
     spec = cfg.lifelong
     backbone_items = data.dataset.items.ids.to_list()
     tasks = []
@@ -274,8 +276,19 @@ def tasks_from_config(cfg: Config, data: PreparedData, dataset: RecDataset) -> l
         if kind == "next_item":
             task_data = data
         elif kind in ("profile", "cold_start"):
-            option = {"label": arg or cfg.downstream.label} if kind == "profile" else \
-                {"target_domain": arg or cfg.downstream.target_domain}
+            if kind == "profile":
+                label, at, edges = arg.partition("@")
+                option = {"label": label or cfg.downstream.label}
+                if at:
+                    try:
+                        option["bins"] = [float(e) for e in edges.split(",") if e.strip()]
+                    except ValueError:
+                        raise ConfigError(f"lifelong.tasks: {entry!r}: bins after '@' must be numbers, "
+                                          "e.g. profile:age@18,25,35") from None
+                    if not option["bins"]:
+                        raise ConfigError(f"lifelong.tasks: {entry!r}: no bin edges after '@'")
+            else:
+                option = {"target_domain": arg or cfg.downstream.target_domain}
             task_data = build_task(kind, dataset, backbone_items, replace(cfg.downstream, **option), cfg.train.seed)
         else:
             raise ConfigError(f"lifelong.tasks: {entry!r} is not next_item, profile[:label] or cold_start[:domain]")
