@@ -129,7 +129,7 @@ def test_frozen_bottom_cache_matches_running_the_bottom(catalog):
         batch_items = set(torch.cat([batch["items"].reshape(-1), batch["targets"].reshape(-1)]).tolist()) - {0}
         assert sum(bottom_rows) == len(batch_items - seen)  # the bottom ran only for items not cached yet
         seen |= batch_items
-        assert int(encoder._cached.sum()) == len(seen)
+        assert encoder.frozen_cache("bottom").num_filled == len(seen)
         top = [n for n, g in grads_c.items() if g is not None and n.startswith("item_encoder.backbone")]
         assert top and all(".layer.1." in n for n in top)  # only the top block trains
         for opt in optimizers:

@@ -226,7 +226,7 @@ def test_frozen_bottom_cache_matches_the_uncached_path(catalog, tmp_path, blocks
         if a.requires_grad:
             torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6, msg=name)
     cached.set_content(cached.content)  # new content invalidates the cache
-    assert cached._cache is None
+    assert cached.frozen_cache("bottom").values is None and cached.frozen_cache("pooled").values is None
 
 
 def test_gradient_checkpointing_gives_the_same_result(catalog, tmp_path):
@@ -469,12 +469,12 @@ def test_frozen_encoder_caches_the_pooled_vector(catalog, tmp_path, kind):
     cached(ours[2:6]).sum().backward()  # the projection still trains
     assert cached.projection.weight.grad is not None and cached.projection.weight.grad.abs().sum() > 0
     cached.load_state_dict(plain.state_dict())  # new weights: the cache is dropped
-    assert cached._features is None
+    assert cached.frozen_cache("pooled").values is None
 
 
-def test_image_cache_needs_a_frozen_backbone():
-    with pytest.raises(ConfigError, match="image_trainable_blocks=0"):
-        ImageItemEncoder(10, DIM, trainable_blocks=1, cache_frozen=True)
+def test_image_cache_needs_a_frozen_part():
+    with pytest.raises(ConfigError, match="image_trainable_blocks >= 0"):
+        ImageItemEncoder(10, DIM, trainable_blocks=-1, cache_frozen=True)
 
 
 def test_principal_basis_keeps_its_width_with_few_items():

@@ -72,6 +72,7 @@ class ContentStore:
         self._reported: set[tuple[int, str]] = set()
         self._images: OrderedDict[int, torch.Tensor] = OrderedDict()
         self._placeholder: torch.Tensor | None = None
+        self._image_digest: str | None = None
         self.modality = torch.tensor([MODALITY_CODES[m] for m in catalog.modality], dtype=torch.long)
         self.has_text = torch.tensor([i > 0 and not _missing(t) for i, t in enumerate(catalog.text)])
         self.tokenized_from_cache = False
@@ -167,12 +168,7 @@ class ContentStore:
         return self._placeholder
 
     def _load_image(self, index: int) -> torch.Tensor:
-        rel = self.catalog.image[index]
-        path = None
-        if rel is not None:
-            path = Path(rel)
-            if not path.is_absolute() and self.catalog.root is not None:
-                path = Path(self.catalog.root) / path
+        path = self._image_path(index)
         try:
             if path is None:
                 raise FileNotFoundError("item has no image path")
@@ -187,6 +183,30 @@ class ContentStore:
                 self._reported.add((index, "image"))
                 self.problems.append((key, reason))
             return self._placeholder_image()
+
+    def _image_path(self, index: int) -> Path | None:
+        rel = self.catalog.image[index]
+        if rel is None:
+            return None
+        path = Path(rel)
+        if not path.is_absolute() and self.catalog.root is not None:
+            path = Path(self.catalog.root) / path
+        return path
+
+    def image_digest(self) -> str:
+        """sha256 of what the transformed images depend on: the transform, `on_bad`, and each item's image
+        file (path, size, modification time). Keys caches of image-encoder outputs; computed once per store."""
+        if self._image_digest is None:
+            h = hashlib.sha256(json.dumps([repr(self.image_transform), self.on_bad]).encode())
+            for i in range(1, self.num_items + 1):
+                path = self._image_path(i)
+                try:
+                    st = path.stat() if path is not None else None
+                    h.update(f"{path}|{st.st_size}|{st.st_mtime_ns}\n".encode() if st else b"-\n")
+                except OSError:
+                    h.update(f"{path}|missing\n".encode())
+            self._image_digest = h.hexdigest()
+        return self._image_digest
 
     def image_inputs(self, items: torch.Tensor) -> torch.Tensor:
         """Transformed images of `items`: FloatTensor [k, 3, H, W] (CPU); padding rows are zeros."""

@@ -393,7 +393,8 @@ def item_encoder_args(model_cfg) -> dict[str, Any]:
             "trainable_blocks": model_cfg.text_trainable_blocks, "max_length": model_cfg.text_max_length,
             "cache_frozen": model_cfg.cache_frozen, "gradient_checkpointing": model_cfg.gradient_checkpointing}
     image = {"model": model_cfg.image_encoder, "trainable_blocks": model_cfg.image_trainable_blocks,
-             "cache_frozen": model_cfg.cache_frozen and model_cfg.image_trainable_blocks == 0}
+             "cache_frozen": model_cfg.cache_frozen and model_cfg.image_trainable_blocks >= 0,
+             "image_size": model_cfg.image_size}
     name = model_cfg.item_encoder
     if name == "id":
         return {}

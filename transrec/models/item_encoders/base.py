@@ -3,13 +3,52 @@ the attached content store, whole-catalogue encoding, and the centred projection
 
 from __future__ import annotations
 
-from typing import Any
+import hashlib
+import json
+import os
+from itertools import chain
+from pathlib import Path
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from transrec.errors import ConfigError
+
+
+class FrozenOutputCache:
+    """Per-item outputs of an encoder's frozen part ([n+1, *shape] rows plus a `filled` mask), valid for one key.
+
+    The key (`fingerprint`) is cheap and checked on every use: the device, the attached content store and,
+    for each frozen tensor, its identity, storage and in-place version counter, so new weights (load_state_dict,
+    an in-place edit, a copy of the model) or new content make the cache start over; it is never reused.
+    A full cache is also written to disk as a safetensors file named by a sha256 `digest` of the encoder's
+    config, the frozen tensors' values and the content, and read back (memory-mapped) by any encoder whose
+    digest is the same: a later run of the same frozen bottom over the same items skips the fill.
+    """
+
+    def __init__(self) -> None:
+        self.values: torch.Tensor | None = None
+        self.filled: torch.Tensor | None = None
+        self.fingerprint: tuple | None = None
+        self.path: Path | None = None  # where the full cache lives on disk (None: not persisted)
+        self.digest: str | None = None  # the disk key, computed once per fingerprint
+        self.mapped = False  # values are the (read-only) memory map of `path`
+        self.loaded = False  # values came from disk
+
+    def reset(self, fingerprint: tuple | None = None) -> None:
+        self.values = self.filled = self.path = self.digest = None
+        self.mapped = self.loaded = False
+        self.fingerprint = fingerprint
+
+    @property
+    def num_filled(self) -> int:
+        return int(self.filled.sum()) if self.filled is not None else 0
+
+    @property
+    def nbytes(self) -> int:
+        return self.values.numel() * self.values.element_size() if self.values is not None else 0
 
 
 class ContentItemEncoder(nn.Module):
@@ -62,11 +101,138 @@ class ContentItemEncoder(nn.Module):
     def _dtype(self) -> torch.dtype:
         return next(self.parameters()).dtype
 
-    # ------------------------------------------------------------ pooled features and their cache
+    # ------------------------------------------------------------ caches of frozen outputs
 
-    #: pooled, pre-projection features of a fully frozen encoder ([n+1, h]) and which rows are filled
-    _features: torch.Tensor | None = None
-    _has_features: torch.Tensor | None = None
+    #: `persist_cache=False` keeps the frozen-output caches in memory only (no safetensors file)
+    persist_cache: bool = True
+
+    def frozen_modules(self) -> list[nn.Module]:
+        """Modules that do not train (their outputs may be cached); subclasses say which."""
+        return []
+
+    def frozen_tensors(self) -> list[tuple[str, torch.Tensor]]:
+        """(name, tensor) of every parameter and buffer of the frozen modules, in state-dict order."""
+        frozen = {id(t) for m in self.frozen_modules() for t in chain(m.parameters(), m.buffers())}
+        return [(n, t) for n, t in chain(self.named_parameters(), self.named_buffers()) if id(t) in frozen]
+
+    def _cache_fingerprint(self, device: torch.device) -> tuple:
+        """Cheap, checked every step: parameters by identity, storage and version (in-place edits bump it);
+        buffers by identity and storage only (DDP re-broadcasts them in place every step; the frozen parts
+        stay in eval mode, so their BatchNorm statistics never change; new values come through
+        load_state_dict, which clears the caches)."""
+        params = {id(p) for p in self.parameters()}
+        tensors = tuple((id(t), t.data_ptr(), t._version if id(t) in params else 0) for _, t in self.frozen_tensors())
+        return (str(device), id(self._store()), tensors)
+
+    def _cache_digest(self, name: str) -> str:
+        """sha256 of what a cache's rows depend on: encoder class and config, frozen values, content."""
+        h = hashlib.sha256()
+        config = {k: v for k, v in self._config.items() if k not in ("id_embedding",)}
+        device = self._device().type  # values computed on another kind of device (or under autocast) differ
+        numerics = [device, str(self._dtype()), torch.is_autocast_enabled(device)]
+        h.update(json.dumps([type(self).__name__, name, config, numerics], sort_keys=True, default=str).encode())
+        for tname, t in self.frozen_tensors():
+            t = t.detach().cpu().contiguous()
+            h.update(f"{tname}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(self._content_digest().encode())
+        return h.hexdigest()[:40]
+
+    def _content_digest(self) -> str:
+        """Digest of the attached content as this encoder reads it (subclasses: token ids / image files)."""
+        raise NotImplementedError
+
+    def _caches(self) -> dict[str, FrozenOutputCache]:
+        caches = self.__dict__.get("_frozen_caches")
+        if caches is None:
+            caches = self.__dict__["_frozen_caches"] = {}
+        return caches
+
+    def frozen_cache(self, name: str) -> FrozenOutputCache:
+        """The named cache (created empty on first use)."""
+        return self._caches().setdefault(name, FrozenOutputCache())
+
+    def clear_frozen_caches(self) -> None:
+        for cache in self._caches().values():
+            cache.reset()
+
+    def cached_rows(self, name: str, items: torch.Tensor,
+                    compute: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """Rows of `items` (real items) from the per-item cache `name`; `compute(new_items)` runs (without
+        autograd) once for the items not cached yet. The cache starts over whenever its key changes."""
+        device = self._device()
+        items = items.to(device)
+        cache = self.frozen_cache(name)
+        fingerprint = self._cache_fingerprint(device)
+        if cache.fingerprint != fingerprint:
+            cache.reset(fingerprint)
+            self._load_cache(name, cache)
+        n = self._store().num_items + 1
+        if cache.filled is None:
+            cache.filled = torch.zeros(n, dtype=torch.bool, device=device)
+        todo = ~cache.filled[items]
+        if bool(todo.any()):
+            new = torch.unique(items[todo])
+            with torch.no_grad():
+                rows = compute(new).detach()
+            if cache.values is None:
+                cache.values = rows.new_zeros(n, *rows.shape[1:])
+            elif cache.mapped:
+                cache.values, cache.mapped = cache.values.clone(), False
+            cache.values[new] = rows.to(cache.values.dtype)
+            cache.filled[new] = True
+            if self.persist_cache and cache.num_filled == n - 1:
+                self._save_cache(name, cache)
+        return cache.values[items]
+
+    def _cache_file(self, name: str, cache: FrozenOutputCache) -> Path | None:
+        root = getattr(self._store(), "cache_dir", None)
+        if not self.persist_cache or root is None:
+            return None
+        if cache.digest is None:
+            cache.digest = self._cache_digest(name)
+        return Path(root) / "frozen" / f"{type(self).__name__.lower()}-{name}-{cache.digest}.safetensors"
+
+    def _load_cache(self, name: str, cache: FrozenOutputCache) -> None:
+        path = self._cache_file(name, cache)
+        if path is None or not path.is_file():
+            return
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            values = load_file(str(path))["values"]
+        except (OSError, KeyError, SafetensorError):
+            return  # unreadable or foreign file: recompute (and overwrite it once full)
+        n = self._store().num_items + 1
+        if values.shape[0] != n:
+            return
+        device = self._device()
+        cache.values = values if device.type == "cpu" else values.to(device)
+        cache.mapped = device.type == "cpu"
+        cache.filled = torch.ones(n, dtype=torch.bool, device=device)
+        cache.filled[0] = False
+        cache.path, cache.loaded = path, True
+
+    def _save_cache(self, name: str, cache: FrozenOutputCache) -> None:
+        """Write the full cache (atomically: a temporary file, then a rename; ranks may race harmlessly)."""
+        path = self._cache_file(name, cache)
+        if path is None or path.is_file():
+            cache.path = path
+            return
+        from safetensors.torch import save_file
+
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            save_file({"values": cache.values.detach().cpu().contiguous()}, str(tmp),
+                      metadata={"encoder": type(self).__name__, "cache": name})
+            os.replace(tmp, path)
+            cache.path = path
+        except OSError:  # a read-only or full disk costs the next run a fill, nothing else
+            cache.path = None
+
+    # ------------------------------------------------------------ pooled features and their cache
 
     def pooled_features(self, items: torch.Tensor) -> torch.Tensor:
         """[k] item indices -> the backbone's pooled output [k, h] (before the projection)."""
@@ -79,29 +245,16 @@ class ContentItemEncoder(nn.Module):
         return bool(getattr(self, "cache_frozen", False)) and getattr(self, "trainable_blocks", -1) == 0
 
     def clear_feature_cache(self) -> None:
-        self._features = self._has_features = self._similarity_basis = None
+        """Drop every cache of frozen outputs (pooled vectors, bottom outputs) and the similarity basis."""
+        self.clear_frozen_caches()
+        self._similarity_basis = None
 
     def content_features(self, items: torch.Tensor) -> torch.Tensor:
         """Pooled features of `items` (real items, no padding); read from / written to the per-item
         cache when the encoder is frozen up to the projection."""
         if not self.caches_features:
             return self.pooled_features(items)
-        device = self._device()
-        items = items.to(device)
-        if self._features is not None and self._features.device != device:
-            self.clear_feature_cache()
-        if self._has_features is None:
-            self._has_features = torch.zeros(self._store().num_items + 1, dtype=torch.bool, device=device)
-        todo = ~self._has_features[items]
-        if bool(todo.any()):
-            new = torch.unique(items[todo])
-            with torch.no_grad():
-                feats = self.pooled_features(new).detach()
-            if self._features is None:
-                self._features = feats.new_zeros(len(self._has_features), feats.shape[-1])
-            self._features[new] = feats.to(self._features.dtype)
-            self._has_features[new] = True
-        return self._features[items]
+        return self.cached_rows("pooled", items, self.pooled_features)
 
     def encode_content(self, items: torch.Tensor) -> torch.Tensor:
         return self.projection(self.content_features(items))

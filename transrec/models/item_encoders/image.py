@@ -7,12 +7,21 @@ everything after them (final norm / head conv) and the projection. The frozen bo
 block switches autograd back on — one code path for any timm model whose blocks run in order,
 without re-implementing each architecture's forward.
 
+`cache_frozen=True` keeps, per item, what the frozen part produces (base class caches): with k=0 the
+pooled vector; with k>0 the feature map that enters the first trainable block (EfficientNet: the
+[C, h, w] map before the top stage; ViT: the token states before the top blocks), taken by a pre-hook
+that stops the forward there. A step then runs only the top k blocks, the layers after them (EfficientNet
+`conv_head`/`bn2`, ViT `norm`) and timm's `forward_head` (pooling). That split is checked once against
+the whole model on real items; a model it does not fit is a clear error, never a silently different
+function. `image_size` sets the input resolution (0: the model's own).
+
 timm is imported where used, so importing the registry stays fast.
 """
 
 from __future__ import annotations
 
 import json
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +78,29 @@ def _enable_grad(module: nn.Module, args: tuple) -> None:
     torch.set_grad_enabled(True)
 
 
+class _BottomDone(Exception):
+    """Raised by the pre-hook on the first trainable block once it holds the bottom's output."""
+
+    def __init__(self, output: torch.Tensor):
+        super().__init__()
+        self.output = output
+
+
+def _stop_with_input(module: nn.Module, args: tuple) -> None:
+    raise _BottomDone(args[0])
+
+
+def layers_after_blocks(model: nn.Module) -> list[nn.Module]:
+    """What timm's `forward_features` runs after the block list and before `forward_head`."""
+    if hasattr(model, "conv_head") and hasattr(model, "bn2"):  # EfficientNet family
+        return [model.conv_head, model.bn2]
+    if hasattr(model, "patch_embed") and isinstance(getattr(model, "norm", None), nn.Module):  # ViT family
+        return [model.norm]
+    if isinstance(getattr(model, "norm_pre", None), nn.Module) and hasattr(model, "stages"):  # ConvNeXt
+        return [model.norm_pre]
+    return []  # ResNet and others whose head follows the blocks directly (checked on first use)
+
+
 @ITEM_ENCODERS.register("image")
 class ImageItemEncoder(ContentItemEncoder):
     """Item image -> timm backbone (num_classes=0, its own pooling) -> Linear(num_features, dim)."""
@@ -84,6 +116,7 @@ class ImageItemEncoder(ContentItemEncoder):
         assets_dir: str | Path | None = None,
         id_embedding: bool = False,
         cache_frozen: bool = False,
+        image_size: int = 0,
     ):
         import timm
         from timm.data import create_transform, resolve_model_data_config
@@ -98,7 +131,13 @@ class ImageItemEncoder(ContentItemEncoder):
         if not timm.is_model(self.timm_name):
             raise ConfigError(f"unknown image encoder {model!r}: not a preset ({', '.join(IMAGE_PRESETS)}) "
                               "nor a timm model name")
+        if image_size < 0:
+            raise ConfigError(f"image_size must be >= 0 (0: the model's own resolution), got {image_size}")
         self.backbone = timm.create_model(self.timm_name, pretrained=False, num_classes=0, **kwargs)
+        native = getattr(getattr(self.backbone, "patch_embed", None), "img_size", None)
+        if image_size and native is not None and tuple(native) != (image_size, image_size):
+            kwargs["img_size"] = image_size  # a ViT's patch grid / position embedding follow the resolution
+            self.backbone = timm.create_model(self.timm_name, pretrained=False, num_classes=0, **kwargs)
         self.projection = CenteredLinear(self.backbone.num_features, dim)
 
         self.blocks = block_list(self.backbone)
@@ -110,10 +149,12 @@ class ImageItemEncoder(ContentItemEncoder):
         self.trainable_blocks = trainable_blocks
         if trainable_blocks >= 0:
             self._freeze()
-        if cache_frozen and trainable_blocks != 0:
-            raise ConfigError("image cache_frozen caches the pooled features of a frozen backbone: it needs "
-                              f"image_trainable_blocks=0 (got {trainable_blocks})")
+        if cache_frozen and trainable_blocks < 0:
+            raise ConfigError("image cache_frozen caches the output of the frozen part: it needs "
+                              "image_trainable_blocks >= 0 (0: pooled vector; k > 0: the bottom's feature map)")
         self.cache_frozen = cache_frozen
+        self.image_size = image_size
+        self._split_checked = False
         self.register_load_state_dict_post_hook(_clear_after_load)
 
         saved = Path(assets_dir) / PREPROCESSING_FILE if assets_dir is not None else None
@@ -124,10 +165,13 @@ class ImageItemEncoder(ContentItemEncoder):
             img_size = getattr(getattr(self.backbone, "patch_embed", None), "img_size", None)
             if img_size is not None:  # a ViT built at another resolution than its pretrained config says
                 data["input_size"] = (data["input_size"][0], *img_size)
+            if image_size:
+                data["input_size"] = (data["input_size"][0], image_size, image_size)
             self.data_config = {k: list(v) if isinstance(v, tuple) else v for k, v in data.items() if k in DATA_KEYS}
         self.transform = create_transform(**self.data_config, is_training=False)
         self._config = {"model": model, "trainable_blocks": trainable_blocks, "pretrained": self.pretrained,
-                        "model_kwargs": kwargs, "id_embedding": id_embedding, "cache_frozen": cache_frozen}
+                        "model_kwargs": kwargs, "id_embedding": id_embedding, "cache_frozen": cache_frozen,
+                        "image_size": image_size}
         # model_kwargs are saved resolved (preset's + given), so a checkpoint does not depend on preset edits
         self.train()  # frozen parts in eval mode from the start (BatchNorm statistics and dropout fixed)
 
@@ -162,6 +206,20 @@ class ImageItemEncoder(ContentItemEncoder):
                 mods.append(m)
         return mods
 
+    def frozen_tensors(self) -> list[tuple[str, torch.Tensor]]:
+        """Parameters and buffers of what the caches hold the output of: the whole backbone (k=0), or
+        everything but the top k blocks, the layers after them and the trainable parameters (k>0)."""
+        if self.trainable_blocks < 0:
+            return []
+        named = [(f"backbone.{n}", t) for n, t in chain(self.backbone.named_parameters(),
+                                                        self.backbone.named_buffers())]
+        if self.trainable_blocks == 0:
+            return named
+        top = [*self.blocks[len(self.blocks) - self.trainable_blocks:], *layers_after_blocks(self.backbone)]
+        skip = {id(t) for m in top for t in chain(m.parameters(), m.buffers())}
+        skip |= {id(p) for p in self.backbone.parameters() if p.requires_grad}
+        return [(n, t) for n, t in named if id(t) not in skip]
+
     def train(self, mode: bool = True) -> "ImageItemEncoder":
         """Frozen parts stay in eval mode: no dropout, and BatchNorm statistics stay fixed."""
         super().train(mode)
@@ -185,6 +243,7 @@ class ImageItemEncoder(ContentItemEncoder):
             except Exception as err:  # torch raises several types for unreadable files
                 raise ConfigError(f"cannot read the {self.model_name!r} weights at {path}: {err}") from None
             load_by_position(self.backbone, state, str(path))
+            self.clear_feature_cache()
             return True
         try:
             donor = timm.create_model(self.timm_name, pretrained=True, num_classes=0, **self._config["model_kwargs"])
@@ -192,6 +251,7 @@ class ImageItemEncoder(ContentItemEncoder):
             raise offline_error(self.timm_name, err, local="available offline (timm weights come from the Hub)") \
                 from None
         self.backbone.load_state_dict(donor.state_dict(), strict=True)
+        self.clear_feature_cache()
         return True
 
     # ------------------------------------------------------------------------------ assets
@@ -203,7 +263,10 @@ class ImageItemEncoder(ContentItemEncoder):
         (folder / PREPROCESSING_FILE).write_text(json.dumps(self.data_config, indent=2) + "\n")
 
     def build_content_store(self, catalog, on_bad: str = "fail", cache_dir: str | Path | None = None) -> ContentStore:
-        return ContentStore(catalog, image_transform=self.transform, on_bad=on_bad, cache_dir=cache_dir)
+        """With `cache_frozen` the frozen part's output is what is kept per item, so the store keeps no pixels
+        (each image is decoded once, when its row is cached); otherwise an LRU of preprocessed images."""
+        return ContentStore(catalog, image_transform=self.transform, on_bad=on_bad, cache_dir=cache_dir,
+                            image_cache_size=0 if self.cache_frozen else 1024)
 
     # ------------------------------------------------------------------------------ forward
 
@@ -228,6 +291,65 @@ class ImageItemEncoder(ContentItemEncoder):
         super().set_content(store)
         self.clear_feature_cache()
 
+    def _content_digest(self) -> str:
+        return self._store().image_digest()
+
+    def _images(self, items: torch.Tensor) -> torch.Tensor:
+        return self._store().image_inputs(items).to(self._device())
+
+    @property
+    def caches_bottom(self) -> bool:
+        """A trainable top over a cached frozen bottom (cache_frozen with trainable_blocks > 0)."""
+        return self.cache_frozen and self.trainable_blocks > 0
+
+    def run_bottom(self, images: torch.Tensor) -> torch.Tensor:
+        """[k, 3, H, W] -> what enters the first trainable block (stem + frozen blocks), without autograd."""
+        if self.trainable_blocks <= 0:
+            raise ConfigError("run_bottom needs trainable_blocks > 0 (a frozen bottom below a trainable top)")
+        handle = self.blocks[len(self.blocks) - self.trainable_blocks].register_forward_pre_hook(_stop_with_input)
+        try:
+            with torch.no_grad():
+                self.backbone(images)
+        except _BottomDone as done:
+            return done.output
+        finally:
+            handle.remove()
+        raise ConfigError(f"{self.timm_name!r}: the forward never reached the first trainable block")
+
+    def run_top(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The bottom's output -> the top k blocks, the layers after them and timm's pooling head."""
+        for block in self.blocks[len(self.blocks) - self.trainable_blocks:]:
+            hidden = block(hidden)
+        for layer in layers_after_blocks(self.backbone):
+            hidden = layer(hidden)
+        return self.backbone.forward_head(hidden)
+
+    @torch.no_grad()
+    def check_split(self, images: torch.Tensor, bottom: torch.Tensor | None = None) -> None:
+        """Bottom + top must be the whole model (eval mode, a few real images; `bottom`: their bottom output
+        if already computed): else a ConfigError."""
+        was = self.training
+        self.eval()
+        try:
+            bottom = self.run_bottom(images) if bottom is None else bottom
+            whole, split = self.backbone(images), self.run_top(bottom)
+        finally:
+            self.train(was)
+        if whole.shape != split.shape or not torch.allclose(whole, split, rtol=1e-4, atol=1e-5):
+            diff = (whole - split).abs().max().item() if whole.shape == split.shape else float("nan")
+            raise ConfigError(f"cache_frozen with image_trainable_blocks={self.trainable_blocks}: {self.timm_name!r} "
+                              f"does not split into bottom + top blocks + head the way transrec runs it (max diff "
+                              f"{diff:.2e}); use cache_frozen=false or image_trainable_blocks=0")
+        self._split_checked = True
+
+    def _bottom_rows(self, items: torch.Tensor) -> torch.Tensor:
+        images = self._images(items)
+        bottom = self.run_bottom(images)
+        if not self._split_checked:
+            self.check_split(images[:2], bottom[:2])
+        return bottom
+
     def pooled_features(self, items: torch.Tensor) -> torch.Tensor:
-        images = self._store().image_inputs(items).to(self._device())
-        return self.features(images)
+        if self.caches_bottom:
+            return self.run_top(self.cached_rows("bottom", items, self._bottom_rows))
+        return self.features(self._images(items))

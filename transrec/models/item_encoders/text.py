@@ -15,6 +15,7 @@ transformers is imported where used, so importing the registry stays fast.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -123,9 +124,8 @@ class TextItemEncoder(ContentItemEncoder):
             else:
                 self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self._tokenizer = None
-        # trainable_blocks=0: the pooled vector per item (base class); k > 0: the bottom's token states
-        self._cache: torch.Tensor | None = None  # [n+1, T, H] frozen-bottom outputs
-        self._cached: torch.Tensor | None = None  # [n+1] bool
+        # caches (base class): trainable_blocks=0 the pooled vector per item ("pooled"); k > 0 the
+        # bottom's token states ("bottom", [n+1, T, H])
         self.register_load_state_dict_post_hook(_clear_after_load)
         self._config = {
             "model": model, "pooling": pooling, "trainable_blocks": trainable_blocks, "max_length": max_length,
@@ -222,8 +222,15 @@ class TextItemEncoder(ContentItemEncoder):
         return self
 
     def clear_cache(self) -> None:
-        self._cache = self._cached = None
+        """Drop the cached frozen outputs (bottom token states, pooled vectors)."""
         self.clear_feature_cache()
+
+    def _content_digest(self) -> str:
+        store = self._store()
+        h = hashlib.sha256(str(self.max_length).encode())
+        h.update(store.input_ids.numpy().tobytes())
+        h.update(store.attention_mask.numpy().tobytes())
+        return h.hexdigest()
 
     def _mask(self, hidden: torch.Tensor, attention_mask: torch.Tensor):
         from transformers.masking_utils import create_bidirectional_mask
@@ -252,33 +259,26 @@ class TextItemEncoder(ContentItemEncoder):
             hidden = layer(hidden, mask)
         return hidden
 
-    def _cached_bottom(self, items: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                       full_length: int) -> torch.Tensor:
-        """Bottom outputs from the per-item cache, computing (once) those not cached yet."""
-        device, n = input_ids.device, self._store().num_items + 1
-        if self._cache is not None and self._cache.device != device:
-            self.clear_cache()
-        if self._cached is None:
-            self._cached = torch.zeros(n, dtype=torch.bool, device=device)
-        items = items.to(device)
-        todo = ~self._cached[items]
-        if bool(todo.any()):
-            hidden = self.run_bottom(input_ids[todo], attention_mask[todo]).detach()
-            if self._cache is None:
-                self._cache = torch.zeros(n, full_length, hidden.shape[-1], dtype=hidden.dtype, device=device)
-            self._cache[items[todo], : hidden.shape[1]] = hidden.to(self._cache.dtype)
-            self._cached[items[todo]] = True
-        return self._cache[items, : input_ids.shape[1]]
+    def _bottom_rows(self, items: torch.Tensor) -> torch.Tensor:
+        """The frozen bottom's token states of `items`, [k, T, H] at the store's full length T (positions past
+        the batch's longest text are zeros: masked out in the top layers and in pooling)."""
+        inputs = self._store().text_inputs(items)
+        device = self._device()
+        input_ids, attention_mask = inputs["input_ids"].to(device), inputs["attention_mask"].to(device)
+        length = max(int(attention_mask.sum(1).max()), 1)
+        hidden = self.run_bottom(input_ids[:, :length], attention_mask[:, :length])
+        out = hidden.new_zeros(len(items), input_ids.shape[1], hidden.shape[-1])
+        out[:, :length] = hidden
+        return out
 
     def pooled_features(self, items: torch.Tensor) -> torch.Tensor:
         inputs = self._store().text_inputs(items)
         device = self._device()
         input_ids, attention_mask = inputs["input_ids"].to(device), inputs["attention_mask"].to(device)
-        full_length = input_ids.shape[1]
         length = max(int(attention_mask.sum(1).max()), 1)  # drop all-padding columns: same result, less work
         input_ids, attention_mask = input_ids[:, :length], attention_mask[:, :length]
         if self.cache_frozen and not self.caches_features:  # a trainable top: cache the bottom's token states
-            hidden = self._cached_bottom(items, input_ids, attention_mask, full_length)
+            hidden = self.cached_rows("bottom", items, self._bottom_rows)[:, :length]
         else:
             hidden = self.run_bottom(input_ids, attention_mask)
         hidden = self.run_top(hidden, attention_mask)
