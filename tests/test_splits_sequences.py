@@ -277,3 +277,39 @@ def test_eval_collator_on_a_real_split():
         full = batch["history"][k]
         assert full[full > 0].tolist() == hist.tolist()
         assert int(batch["targets"][k]) == s[-1] and int(batch["users"][k]) == u
+
+
+@pytest.mark.parametrize("max_len,stride", [(5, 1), (5, 2), (5, 5), (4, 3), (1, 1)])
+def test_strided_windows_supervise_every_transition_once_with_full_context(max_len, stride):
+    lengths = [1, 2, 6, 7, 23, 3]
+    seqs, nxt = [], 1
+    for n in lengths:
+        seqs.append(np.arange(nxt, nxt + n, dtype=np.int64))
+        nxt += n
+    ds = NextItemDataset(seqs, max_len=max_len, stride=stride)
+    position = {int(i): pos for s in seqs for pos, i in enumerate(s)}
+    batch = collate_next_item([ds[i] for i in range(len(ds))])
+    supervised = Counter()
+    for row_i, row_t in zip(batch["items"], batch["targets"]):
+        real = (row_i > 0).nonzero().flatten()
+        for t in (row_t > 0).nonzero().flatten().tolist():
+            target = int(row_t[t])
+            assert int(row_i[t]) == target - 1  # ids are consecutive within a sequence: the previous item
+            context = int((real <= t).sum())
+            # at least max_len - stride items of context, or the whole history before the target
+            assert context >= min(max_len - stride + 1, position[target])
+            supervised[target] += 1
+    expected = Counter(int(i) for s in seqs for i in s[1:])
+    assert supervised == expected  # every transition exactly once
+    with pytest.raises(ValueError, match="stride"):
+        NextItemDataset(seqs, max_len=max_len, stride=max_len + 1)
+
+
+def test_stride_equal_to_max_len_supervises_like_plain_windows():
+    rng = np.random.default_rng(5)
+    seqs = [rng.integers(1, 40, size=n) for n in (2, 6, 23)]
+    plain = collate_next_item([w for w in NextItemDataset(seqs, max_len=5)])
+    # same transitions; the strided windows overlap by one less item, so compare the target multisets
+    strided = collate_next_item([w for w in NextItemDataset(seqs, max_len=5, stride=5)])
+    assert sorted(plain["targets"][plain["targets"] > 0].tolist()) == \
+        sorted(strided["targets"][strided["targets"] > 0].tolist())

@@ -27,6 +27,7 @@ class DataConfig:
     pretrain: str | None = None  # peterrec pretraining file
     finetune: str | None = None  # peterrec fine-tune file
     domain: str | None = None  # keep only interactions with items of this domain
+    modality: str | None = None  # keep only items of this modality (text | image) and interactions with them
     max_len: int = 50  # most recent items kept per input sequence
     train_stride: int = 0  # next-item training windows end every `train_stride` items and supervise only their last ones (more context per target, ~max_len/stride x the epoch cost); 0 = non-overlapping windows
     min_user_interactions: int = 3  # leave-one-out needs train + valid + test items

@@ -84,6 +84,16 @@ def restrict_to_domain(dataset: RecDataset, domain: str) -> RecDataset:
     return _restrict(dataset, items.indices_in_domain(domain), f"{dataset.name}[{domain}]")
 
 
+def restrict_to_modality(dataset: RecDataset, modality: str) -> RecDataset:
+    """Keep only the items of one modality (and interactions with them), re-indexed densely: a
+    text-only or image-only view of a mixed-modality dataset (cross-modality transfer)."""
+    mods = np.asarray(dataset.items.modality, dtype=object)
+    present = sorted(set(mods[1:]))
+    if modality not in present:
+        raise ConfigError(f"data.modality={modality!r} not among the dataset's item modalities {present}")
+    return _restrict(dataset, np.flatnonzero(mods == modality), f"{dataset.name}[{modality}]")
+
+
 def hold_out_items(dataset: RecDataset, share: float, side: str, seed: int = 0) -> RecDataset:
     """Split the items (seeded, uniformly) into a held-out `share` and the rest, and keep one side with
     its interactions: two disjoint catalogues of one dataset, a pseudo new domain for checking how a
@@ -114,6 +124,8 @@ def prepare_data(cfg) -> PreparedData:
     dataset = load_raw_dataset(cfg)
     if cfg.domain:
         dataset = restrict_to_domain(dataset, cfg.domain)
+    if getattr(cfg, "modality", None):
+        dataset = restrict_to_modality(dataset, cfg.modality)
     if getattr(cfg, "item_holdout", 0.0):
         dataset = hold_out_items(dataset, cfg.item_holdout, cfg.item_holdout_side, cfg.item_holdout_seed)
     if cfg.max_len < 1:

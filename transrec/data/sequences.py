@@ -26,29 +26,52 @@ def left_pad(rows: list[np.ndarray], length: int | None = None) -> torch.Tensor:
 class NextItemDataset(Dataset):
     """Training windows for causal models: input items[:-1] predict items[1:] at every position.
 
-    A sequence longer than `max_len + 1` is cut into windows from its end, consecutive windows
-    sharing one item, so every training transition is used once and none is lost.
+    A sequence longer than `max_len + 1` is cut into windows from its end. With `stride=None`
+    consecutive windows share one item, so every transition is used once and none is lost, but a
+    window's first targets see little context. With `stride=s < max_len` a window ends every `s`
+    items and supervises only its last `s` targets (the sequence's first window: all of its
+    targets), so each transition is still used exactly once, now with at least `max_len - s`
+    items of context, as at inference (RecBole's prefix samples are `s = 1`). An epoch then costs
+    about `max_len / s` times as much. Items are windows, or `(window, supervised)` with a stride.
     """
 
-    def __init__(self, sequences: list[np.ndarray], max_len: int = 50):
+    def __init__(self, sequences: list[np.ndarray], max_len: int = 50, stride: int | None = None):
+        if stride is not None and not 1 <= stride <= max_len:
+            raise ValueError(f"stride must be in [1, max_len={max_len}], got {stride}")
         self.max_len = max_len
+        self.stride = stride
         self.windows: list[np.ndarray] = []
+        self.supervised: list[int] = []
+        step = max_len if stride is None else stride
         for seq in sequences:
             end = len(seq)
             while end >= 2:
                 start = max(0, end - max_len - 1)
                 self.windows.append(np.asarray(seq[start:end], dtype=np.int64))
-                end = start + 1 if start > 0 else 0
+                first_target = max(1, end - step) if start > 0 else 1
+                self.supervised.append(end - first_target)
+                if start == 0:
+                    break
+                end = end - step if stride is not None else start + 1
 
     def __len__(self) -> int:
         return len(self.windows)
 
-    def __getitem__(self, index: int) -> np.ndarray:
-        return self.windows[index]
+    def __getitem__(self, index: int) -> np.ndarray | tuple[np.ndarray, int]:
+        if self.stride is None:
+            return self.windows[index]
+        return self.windows[index], self.supervised[index]
 
 
-def collate_next_item(windows: list[np.ndarray]) -> dict[str, torch.Tensor]:
-    return {"items": left_pad([w[:-1] for w in windows]), "targets": left_pad([w[1:] for w in windows])}
+def collate_next_item(windows: list[np.ndarray] | list[tuple[np.ndarray, int]]) -> dict[str, torch.Tensor]:
+    """Inputs and next-item targets; a `(window, supervised)` row keeps only its last targets (0 = no loss)."""
+    rows = [w if isinstance(w, tuple) else (w, len(w) - 1) for w in windows]
+    targets = []
+    for w, supervised in rows:
+        t = w[1:].copy()
+        t[: len(t) - supervised] = 0
+        targets.append(t)
+    return {"items": left_pad([w[:-1] for w, _ in rows]), "targets": left_pad(targets)}
 
 
 class EvalDataset(Dataset):

@@ -264,7 +264,11 @@ def _train(accelerator: Accelerator, cfg: Config, output_dir: Path, resume: bool
         contrastive = ContrastiveObjective(model.dim, t.contrastive_temperature,
                                            t.contrastive_projection_dim).to(accelerator.device)
     else:
-        train_set, collate = NextItemDataset(data.split.train, max_len), collate_next_item
+        if not 0 <= cfg.data.train_stride <= max_len:
+            raise ConfigError(f"data.train_stride must be between 0 (off) and data.max_len={max_len}, "
+                              f"got {cfg.data.train_stride}")
+        train_set = NextItemDataset(data.split.train, max_len, cfg.data.train_stride or None)
+        collate = collate_next_item
     if len(train_set) == 0:
         raise ConfigError("no training sequences with 2+ items after the split; the data is too short")
     # The loader gets its own generator: each new iterator draws a seed from it, and a draw from the
