@@ -472,9 +472,15 @@ def markdown(raw: dict, rows: list[dict], command: str) -> str:
                     if image else "") + ". Repetition grows with batch x "
                  "max_len, so larger batches favour the distinct modes more."]
     cache = next((f for f in raw["cache_fill"].values() if f.get("cache_bytes")), None)
-    text += ["", "Memory: a step's working memory follows the items that pass the trainable top block (its "
-             "activations are kept for backward); the frozen bottom runs without autograd and keeps nothing, so "
-             "naive, distinct and distinct+cache differ only through that item count."
+    memory = ("Memory: the frozen bottom runs without autograd and keeps nothing for backward, but its transient "
+              "feature maps are large (full-resolution early stages, expanded 6x inside most MBConv blocks), so the "
+              "modes that run it per step peak far higher, in proportion to the items they pass through it; the "
+              "cached mode's working memory is the top stage's activations (kept for backward) over the distinct "
+              "items." if image else
+              "Memory: a step's working memory follows the items that pass the trainable top block (its "
+              "activations are kept for backward); the frozen bottom runs without autograd and keeps nothing, so "
+              "naive, distinct and distinct+cache differ only through that item count.")
+    text += ["", memory
              + (f" The cache itself ({cache['cache_shape']} float32, {cache['cache_bytes'] / 2**20:.0f} MiB) "
                 "is part of the RSS before the step." if cache else "")]
     return "\n".join(text) + "\n"
