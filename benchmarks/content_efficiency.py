@@ -426,7 +426,7 @@ def markdown(raw: dict, rows: list[dict], command: str) -> str:
     fill = max(r["cache_fill_s"] for r in rows)
     windows = raw["setup"][raw["modes"][0]]["windows"]
     text = [
-        "# Content item encoding: training throughput and memory\n",
+        "# Content item encoding: training throughput and memory" + (" (image items)" if image else "") + "\n",
         f"Command: `{command}` ({raw['wall_s']:.0f}s wall, {spec['threads']} torch threads, on a shared "
         f"{os.cpu_count()}-core CPU machine).\n",
         f"Data: {data}; {raw['setup'][raw['modes'][0]]['dataset']}; {windows} training windows of max_len "
