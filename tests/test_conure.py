@@ -313,7 +313,8 @@ def test_owner_bit_planes_round_trip():
 def test_save_pretrained_folder_serves_every_task_by_name_offline(conure_run, tmp_path, monkeypatch):
     result, predictions, items = conure_run
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    folder = result.conure.save_pretrained(tmp_path / "conure", item_ids=[f"i{k}" for k in range(result.conure.backbone.num_items)])
+    ids = [f"i{k}" for k in range(result.conure.backbone.num_items)]
+    folder = result.conure.save_pretrained(tmp_path / "conure", item_ids=ids)
     assert sorted(p.name for p in folder.iterdir()) == ["conure.safetensors", "item_ids.json"]
     loaded = Conure.from_pretrained(folder)
     assert loaded.names == result.conure.names == result.names

@@ -354,9 +354,11 @@ class Conure:
                               f"and only task 1; got {kind} as task {k}")
         name = name or f"task{k}"
         if name in self.names:
-            raise ConfigError(f"task name {name!r} is taken (tasks: {self.names}); names select tasks, so they are unique")
+            raise ConfigError(f"task name {name!r} is taken (tasks: {self.names}); names select tasks, so they "
+                              "are unique")
         if name.isdigit():
-            raise ConfigError(f"task name {name!r}: a name must not be a bare number (numbers select tasks by position)")
+            raise ConfigError(f"task name {name!r}: a name must not be a bare number (numbers select tasks by "
+                              "position)")
         spec = {"name": name, "kind": kind, "readout": readout, "head_dropout": head_dropout,
                 "classes": list(getattr(data, "classes", []) or []),
                 "target_items": list(getattr(data, "target_items", []) or [])}
