@@ -131,7 +131,8 @@ def test_id_plus_content_fine_tuning_starts_at_the_content_model(source_run, tin
     from transrec.training.optim import build_optimizer
 
     out, _ = source_run
-    cfg = load_config(None, content_overrides(tiny_world, "B", **{"train.epochs": 1, "model.id_embedding": "true"}))
+    cfg = load_config(None, content_overrides(tiny_world, "B", **{"train.epochs": 1, "model.id_embedding": "true",
+                                                                  "train.select_initial": "false"}))
     model = load_model(out / "model").eval()  # no dropout: compare the same function
     items = prepare_data(cfg.data).dataset.items
     model.attach_content(model.item_encoder.build_content_store(items))
@@ -245,3 +246,24 @@ def test_transfer_calibration_sets_the_zero_shot_residual_weight(tiny_world, tmp
     with model.zero_shot_scoring():
         assert float(model.residual_weight) == calibration["residual_weight"]
     assert float(model.residual_weight) == learned
+
+
+def test_fine_tuning_starts_from_the_zero_shot_model_and_keeps_it_unless_beaten(tiny_world, tmp_path):
+    """The starting model (its calibrated zero-shot residual weight) is validated as epoch 0; an epoch
+    that does not beat it on validation is not selected, so the saved model is the start, bit for bit."""
+    src = train(load_config(None, content_overrides(tiny_world, "A", **{
+        "train.epochs": 1, "model.score": "cosine", "model.content_residual": "true",
+        "model.text_trainable_blocks": 0, "model.image_trainable_blocks": 0, "model.cache_frozen": "true",
+        "train.transfer_calibration": 0.5})), tmp_path / "src")
+    weight = src.metrics["run"]["transfer_calibration"]["residual_weight"]
+    frozen_lr = {"train.epochs": 1, "train.lr": 1e-12, "train.item_encoder_lr": 1e-12}
+    metrics = transfer(tmp_path / "src" / "model", load_config(None, content_overrides(tiny_world, "B", **frozen_lr)),
+                       "fine_tune", tmp_path / "ft")
+    assert metrics["run"]["best_epoch"] == 0  # epoch 1 only ties the start: not an improvement
+    start, tuned = load_model(tmp_path / "src" / "model"), load_model(tmp_path / "ft" / "model")
+    assert float(tuned.residual_weight.detach()) == pytest.approx(weight)
+    for (name, p), q in zip(start.user_encoder.state_dict().items(), tuned.user_encoder.state_dict().values()):
+        assert torch.equal(p, q), name
+    metrics = transfer(tmp_path / "src" / "model", load_config(None, content_overrides(
+        tiny_world, "B", **frozen_lr, **{"train.select_initial": "false"})), "fine_tune", tmp_path / "ft2")
+    assert metrics["run"]["best_epoch"] == 1

@@ -302,6 +302,16 @@ def _train(accelerator: Accelerator, cfg: Config, output_dir: Path, resume: bool
                      state.step_in_epoch, SELECT_METRIC, state.best_metric)
     start = time.time() - state.elapsed_seconds
     budget = cfg.train.max_minutes * 60 if cfg.train.max_minutes > 0 else math.inf
+    if init_model is not None and cfg.train.select_initial and not state.history:
+        # the starting model is a candidate: fine-tuning on a few users never ends below its start on validation
+        valid = evaluate_split(accelerator, model, valid_loader, cfg)
+        state.best_metric, state.best_epoch = valid[SELECT_METRIC], 0
+        if accelerator.is_main_process:
+            save_weights_atomic(accelerator.unwrap_model(model).state_dict(), best_path)
+        state.history.append({"epoch": 0, "seconds": 0.0, "loss": float("nan"), **valid})
+        tracker.log(kind="valid", epoch=0, step=0, seconds=0.0,
+                    **{k: round(valid[k], 5) for k in ("HR@10", "NDCG@10", "MRR@10")})
+        log.info("epoch 0 (the starting model): valid NDCG@10 %.4f HR@10 %.4f", valid["NDCG@10"], valid["HR@10"])
     stop = False
     for epoch in range(state.epoch, cfg.train.epochs):
         train_loader.set_epoch(epoch)
