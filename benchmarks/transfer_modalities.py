@@ -23,20 +23,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import statistics
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from transfer_movielens import done  # noqa: E402  (a run folder's metrics.json, or None: resumable runs)
 RESULTS = ROOT / "benchmarks" / "results"
 SOURCE_CFG = ROOT / "configs" / "flagship_A.yaml"
 TARGET_CFG = ROOT / "configs" / "flagship_B.yaml"
 SIDES = {"text": ["data.modality=text"], "image": ["data.modality=image"], "both": []}
 KEY = "NDCG@10"
-
-
-def done(out: Path) -> dict | None:
-    path = out / "metrics.json"
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def fine_tuned_pairs(source: str, target: str) -> bool:
@@ -216,8 +216,6 @@ def main() -> None:
     parser.add_argument("--runs", default=str(ROOT / "runs" / "transfer_modalities"))
     parser.add_argument("--stem", default="transfer_modalities")
     args = parser.parse_args()
-    import logging
-
     logging.getLogger("transrec").setLevel(logging.WARNING)
     runs = Path(args.runs)
     heur = heuristics(runs)
