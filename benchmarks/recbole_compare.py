@@ -26,7 +26,9 @@ import platform
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -162,43 +164,63 @@ def protocol_check(py: Path, work: Path) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------- runs
-def run_ours(model: str, seed: int, budget_min: float, work: Path) -> dict:
+def run_ours(model: str, seed: int, budget_min: float | None, work: Path, threads: int | None = None) -> dict:
+    """One training run of ours under RecBole's protocol; its best model is then also tested under ours
+    (history excluded) with `transrec evaluate`. budget_min None = train to the config's own patience."""
     out = work / f"ours-{model}-seed{seed}"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
+    env = {"OMP_NUM_THREADS": str(threads)} if threads else None
+    budget = [f"train.max_minutes={budget_min}"] if budget_min is not None else []
     cmd = [sys.executable, "-m", "transrec", "train", "--config", f"configs/ml100k_{model}.yaml", "--output-dir",
-           str(out), "eval.exclude_history=false", f"train.max_minutes={budget_min}", f"train.seed={seed}",
-           "train.progress=false"]
-    code, wall, peak, cpu = run_process(cmd, out.parent / f"{out.name}.log")
+           str(out), "eval.exclude_history=false", *budget, f"train.seed={seed}", "train.progress=false"]
+    code, wall, peak, cpu = run_process(cmd, out.parent / f"{out.name}.log", env)
     if code:
         raise RuntimeError(f"{' '.join(cmd)} failed ({code}); see {out.parent / (out.name + '.log')}")
+    masked = out / "test_history_excluded.json"
+    cmd = [sys.executable, "-m", "transrec", "evaluate", "--model", str(out), "--config", f"configs/ml100k_{model}.yaml",
+           "--split", "test", "--output", str(masked), "eval.exclude_history=true"]
+    if run_process(cmd, out.parent / f"{out.name}.evaluate.log", env)[0]:
+        raise RuntimeError(f"{' '.join(cmd)} failed; see {out.parent / (out.name + '.evaluate.log')}")
     m = json.loads((out / "metrics.json").read_text())
     timeline = [{"epoch": int(r["epoch"]), "seconds": float(r["seconds"]), "NDCG@10": float(r["NDCG@10"])}
                 for r in csv.DictReader((out / "log.csv").open()) if r["kind"] == "valid"]
     run = m["run"]
+    over_budget = budget_min is not None and run["train_seconds"] >= budget_min * 60
     return {"library": "transrec", "model": model, "seed": seed, "test": m["test"], "valid": m["valid"],
+            "test_history_excluded": _metrics(json.loads(masked.read_text())),
             "epochs_run": run["epochs_run"], "best_epoch": run["best_epoch"], "train_seconds": run["train_seconds"],
             "seconds_to_best": run["seconds_to_best"], "process_seconds": round(wall, 1),
             "process_cpu_seconds": round(cpu, 1), "peak_rss_gb": peak,
-            "stopped_by": "budget" if run["train_seconds"] >= budget_min * 60 else "early stopping (patience)",
+            "stopped_by": "budget" if over_budget else "early stopping (patience)",
             "timeline": timeline, "run_dir": rel(out)}
 
 
-def run_recbole(py: Path, model: str, seed: int, budget_min: float, work: Path) -> dict:
+def _metrics(d: dict) -> dict:
+    """The metric dict inside `transrec evaluate --output` JSON (flat, or under "test")."""
+    return d.get("test", d.get("metrics", d))
+
+
+def run_recbole(py: Path, model: str, seed: int, budget_min: float | None, work: Path, threads: int | None = None,
+                resume: bool = False) -> dict:
+    """One RecBole run in its own venv. resume=True keeps the run folder, so an interrupted run continues from
+    its last validated epoch (the driver checkpoints every epoch)."""
     out = work / f"recbole-{model}-seed{seed}"
-    shutil.rmtree(out, ignore_errors=True)
-    args = {"model": MODELS[model], "seed": seed, "budget_s": budget_min * 60, "stopping_step": PATIENCE,
-            "config": RECBOLE_CONFIG[model]}
+    if not resume:
+        shutil.rmtree(out, ignore_errors=True)
+    args = {"model": MODELS[model], "seed": seed, "budget_s": budget_min * 60 if budget_min is not None else 1e12,
+            "stopping_step": PATIENCE, "config": RECBOLE_CONFIG[model], **({"threads": threads} if threads else {})}
     code, wall, peak, cpu = run_process([str(py), str(DRIVER), "train", str(out), json.dumps(args)],
-                                   out.parent / f"{out.name}.log")
+                                        out.parent / f"{out.name}.log")
     if code:
         raise RuntimeError(f"RecBole {model} failed ({code}); see {out.parent / (out.name + '.log')}")
     r = json.loads((out / "result.json").read_text())
     timeline = [{"epoch": t["epoch"], "seconds": t["seconds"], "NDCG@10": t["ndcg@10"]} for t in r["timeline"]]
-    return {"library": "RecBole 1.2.1", "model": model, "seed": seed, "test": r["test"], "epochs_run": r["epochs_run"],
+    return {"library": "RecBole 1.2.1", "model": model, "seed": seed, "test": r["test"],
+            "test_history_excluded": r.get("test_history_excluded"), "epochs_run": r["epochs_run"],
             "best_epoch": r["best_epoch"], "train_seconds": r["train_seconds"], "seconds_to_best": r["seconds_to_best"],
             "process_seconds": round(wall, 1), "process_cpu_seconds": round(cpu, 1),
-            "peak_rss_gb": peak, "stopped_by": r["stopped_by"],
+            "peak_rss_gb": peak, "stopped_by": r["stopped_by"], "resumed_at_epoch": r.get("resumed_at_epoch"),
             "timeline": timeline, "config": r["config"], "run_dir": rel(out)}
 
 
@@ -215,7 +237,9 @@ def summarise(runs: list[dict]) -> dict:
             "seconds_to_best": stat([r["seconds_to_best"] for r in runs]),
             "peak_rss_gb": stat([r["peak_rss_gb"] for r in runs]),
             "cpu_seconds_per_wall_second": stat([r["process_cpu_seconds"] / r["process_seconds"] for r in runs]),
-            "stopped_by": sorted({r["stopped_by"] for r in runs})}
+            "stopped_by": sorted({r["stopped_by"] for r in runs}),
+            **({"history_excluded_NDCG@10": stat([r["test_history_excluded"]["NDCG@10"] for r in runs])}
+               if all(r.get("test_history_excluded") for r in runs) else {})}
 
 
 def fmt(s: dict, digits: int) -> str:
@@ -230,20 +254,25 @@ def write_outputs(report: dict, stem: str = "recbole_compare") -> None:
              f"Same data (RecBole's bundled ml-100k), leave-one-out by time (test input includes the validation item), "
              f"full ranking over all {p['dataset']['ours']['items'] if p else 1682} items **without** excluding "
              f"already-seen items (RecBole's sequential protocol), max sequence length 50, embedding size 64, CE / full "
-             f"softmax loss, model selected on validation NDCG@10, test read once. Budget: {m['budget_minutes']:g} "
-             f"wall-clock minutes of training per run; RecBole stops after the epoch in which the budget runs out "
-             f"(or by its early stopping, stopping_step {PATIENCE}), ours within the budget or by patience "
-             f"{PATIENCE}. Mean ± std over seeds. Machine: {m['cpu']}, torch {m['torch']}, {m['threads']} threads "
+             f"softmax loss, model selected on validation NDCG@10, test read once. "
+             + (f"Budget: {m['budget_minutes']:g} wall-clock minutes of training per run; RecBole stops after the "
+                f"epoch in which the budget runs out (or by its early stopping, stopping_step {PATIENCE}), ours "
+                f"within the budget or by the config's patience. " if m["budget_minutes"] is not None else
+                f"No budget: each run trains to its own early stopping (RecBole: stopping_step {PATIENCE}; ours: "
+                f"the config's patience). ")
+             + f"The last column tests the same best model under our protocol (already-seen items excluded). "
+             f"Mean ± std over seeds. Machine: {m['cpu']}, torch {m['torch']}, {m['threads']} threads per run "
              f"(shared with other work, so times are indicative). Command: `{m['command']}`.\n",
              "| model | library | seeds | HR@10 | NDCG@10 | MRR@10 | HR@20 | NDCG@20 | epochs run | best epoch | "
-             "s / epoch | s to best | peak RSS (GB) | CPU s per wall s | stopped by |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "s / epoch | s to best | peak RSS (GB) | CPU s per wall s | stopped by | NDCG@10, history excluded |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     for model, libs in report["summary"].items():
         for lib, s in libs.items():
             lines.append(f"| {MODELS[model]} | {lib} | {len(s['seeds'])} | " + " | ".join(fmt(s[k], 4) for k in KEYS)
                          + f" | {fmt(s['epochs_run'], 0)} | {fmt(s['best_epoch'], 0)} | {fmt(s['seconds_per_epoch'], 1)}"
                          f" | {fmt(s['seconds_to_best'], 0)} | {fmt(s['peak_rss_gb'], 2)} | "
-                         f"{fmt(s['cpu_seconds_per_wall_second'], 2)} | {', '.join(s['stopped_by'])} |")
+                         f"{fmt(s['cpu_seconds_per_wall_second'], 2)} | {', '.join(s['stopped_by'])} | "
+                         f"{fmt(s['history_excluded_NDCG@10'], 4) if 'history_excluded_NDCG@10' in s else ''} |")
     if p:
         pc = p["pop_counts"]
         lines += ["", "## Protocol check", "",
@@ -302,7 +331,8 @@ def plot(report: dict, path: Path) -> None:
             ax.plot([x["seconds"] / 60 for x in t], [x["NDCG@10"] for x in t], "-" if ours else "--",
                     color="C0" if ours else "C1", alpha=0.8, marker="." if ours else "o", ms=3,
                     label=f"{r['library']} seed {r['seed']}")
-        ax.axvline(report["meta"]["budget_minutes"], ls=":", color="gray", label="budget")
+        if report["meta"]["budget_minutes"] is not None:
+            ax.axvline(report["meta"]["budget_minutes"], ls=":", color="gray", label="budget")
         ax.set(title=MODELS[model], xlabel="training wall time (minutes)", ylabel="validation NDCG@10")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -321,19 +351,27 @@ def _cpu() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budget-minutes", type=float, default=25.0, help="wall-clock training budget per run")
+    ap.add_argument("--converged", action="store_true",
+                    help="no budget: every run trains to its own early stopping; RecBole runs resume when interrupted")
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     ap.add_argument("--seeds", type=int, default=3, help="seeds for ours (42, 43, ...)")
     ap.add_argument("--recbole-seeds", type=int, default=1, help="seeds for RecBole (2020, 2021, ...)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads per run (default: torch's)")
+    ap.add_argument("--side-by-side", action="store_true",
+                    help="run RecBole's jobs and ours at the same time, one lane each (use with --threads 1 on 2 "
+                         "cores: both libraries then train under the same conditions)")
     ap.add_argument("--venv", type=Path, default=ROOT / ".venv-recbole")
     ap.add_argument("--work-dir", type=Path, default=ROOT / "runs" / "recbole_compare")
     ap.add_argument("--skip-protocol", action="store_true")
     ap.add_argument("--reuse", action="store_true", help="reuse finished runs (same budget) found in --work-dir")
     ap.add_argument("--stem", default="recbole_compare", help="output file stem under benchmarks/results/")
     args = ap.parse_args()
+    budget = None if args.converged else args.budget_minutes
     py = venv_python(args.venv)
     args.work_dir.mkdir(parents=True, exist_ok=True)
-    report = {"meta": {"budget_minutes": args.budget_minutes, "cpu": _cpu(), "torch": torch.__version__,
-                       "threads": torch.get_num_threads(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    report = {"meta": {"budget_minutes": budget, "cpu": _cpu(), "torch": torch.__version__,
+                       "threads": args.threads or torch.get_num_threads(), "side_by_side": args.side_by_side,
+                       "started": time.strftime("%Y-%m-%d %H:%M:%S"),
                        "command": "python benchmarks/recbole_compare.py " + " ".join(sys.argv[1:])},
               "runs": [], "summary": {},
               "notes": ["RecBole keeps its model defaults (SASRec: dropout 0.5, inner size 256; GRU4Rec: 1 layer, "
@@ -341,42 +379,58 @@ def main() -> None:
                         "embedding/hidden size 64; ours are configs/ml100k_<model>.yaml (batch 64 whole sequences).",
                         "Times are wall clock of training including per-epoch validation, from after data loading "
                         "and model construction; peak RSS is the whole process's. `CPU s per wall s` is the "
-                        "process's CPU time over its wall time (2 = both cores all the time): well under 2 means the "
-                        "run waited for a core, because other work shared the machine, and its times are inflated.",
+                        "process's CPU time over its wall time (threads = all of them all the time): well under "
+                        "means the run waited for a core, because other work shared the machine, and its times are "
+                        "inflated.",
                         "RecBole reads the exact-time copy of its ml-100k (see the protocol check), so both "
                         "libraries train and test on exactly the same cases."]}
+    if args.side_by_side:
+        report["notes"].append("Side by side: RecBole's runs and ours ran at the same time, one lane each, "
+                               f"{report['meta']['threads']} thread(s) per run, so both saw the same machine load.")
     if not args.skip_protocol:
         print("protocol check ...", flush=True)
         report["protocol"] = protocol_check(py, args.work_dir / "protocol")
         print(json.dumps({k: v for k, v in report["protocol"].items() if k in ("cases", "fixed_scores_identical")}),
               flush=True)
         write_outputs(report, args.stem)
-    for model in args.models:
-        jobs = [("transrec", 42 + i) for i in range(args.seeds)] + [("RecBole 1.2.1", 2020 + i)
-                                                                    for i in range(args.recbole_seeds)]
-        for lib, seed in jobs:
-            print(f"{time.strftime('%H:%M:%S')} {lib} {model} seed {seed} ...", flush=True)
-            record = args.work_dir / f"{'ours' if lib == 'transrec' else 'recbole'}-{model}-seed{seed}.json"
-            if args.reuse and record.exists() and json.loads(record.read_text())["budget_minutes"] == args.budget_minutes:
-                r = json.loads(record.read_text())
-            else:
-                try:
-                    r = (run_ours(model, seed, args.budget_minutes, args.work_dir) if lib == "transrec"
-                         else run_recbole(py, model, seed, args.budget_minutes, args.work_dir))
-                except RuntimeError as e:  # keep going: the other runs still give results
-                    print(f"  FAILED: {e}", flush=True)
+    lock = threading.Lock()
+
+    def job(model: str, lib: str, seed: int) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {lib} {model} seed {seed} ...", flush=True)
+        record = args.work_dir / f"{'ours' if lib == 'transrec' else 'recbole'}-{model}-seed{seed}.json"
+        if args.reuse and record.exists() and json.loads(record.read_text())["budget_minutes"] == budget:
+            r = json.loads(record.read_text())
+        else:
+            try:
+                r = (run_ours(model, seed, budget, args.work_dir, args.threads) if lib == "transrec"
+                     else run_recbole(py, model, seed, budget, args.work_dir, args.threads, resume=args.converged))
+            except RuntimeError as e:  # keep going: the other runs still give results
+                print(f"  FAILED: {e}", flush=True)
+                with lock:
                     report["notes"].append(f"FAILED: {lib} {model} seed {seed}: {e}")
                     write_outputs(report, args.stem)
-                    continue
-                record.write_text(json.dumps({**r, "budget_minutes": args.budget_minutes}, indent=1))
+                return
+            record.write_text(json.dumps({**r, "budget_minutes": budget}, indent=1))
+        print(f"  {lib} {model} seed {seed}: test NDCG@10 {r['test']['NDCG@10']:.4f}, {r['epochs_run']} epochs, "
+              f"best {r['best_epoch']}, {r['seconds_to_best']:.0f}s to best, {r['peak_rss_gb']:.2f} GB", flush=True)
+        with lock:
             report["runs"].append(r)
-            print(f"  test NDCG@10 {r['test']['NDCG@10']:.4f}, {r['epochs_run']} epochs, best {r['best_epoch']}, "
-                  f"{r['seconds_to_best']:.0f}s to best, {r['peak_rss_gb']:.2f} GB", flush=True)
-            report["summary"][model] = {l: summarise([x for x in report["runs"] if x["model"] == model
+            for m in dict.fromkeys(x["model"] for x in report["runs"]):
+                report["summary"][m] = {l: summarise([x for x in report["runs"] if x["model"] == m
                                                       and x["library"] == l])
-                                        for l in dict.fromkeys(x["library"] for x in report["runs"]
-                                                               if x["model"] == model)}
+                                        for l in ("transrec", "RecBole 1.2.1")
+                                        if any(x["model"] == m and x["library"] == l for x in report["runs"])}
             write_outputs(report, args.stem)
+
+    lanes = {"transrec": [(m, "transrec", 42 + i) for m in args.models for i in range(args.seeds)],
+             "RecBole 1.2.1": [(m, "RecBole 1.2.1", 2020 + i) for m in args.models for i in range(args.recbole_seeds)]}
+    run_lane = lambda jobs: [job(*j) for j in jobs]  # noqa: E731
+    if args.side_by_side:
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(run_lane, lanes.values()))
+    else:
+        for model in args.models:
+            run_lane([j for lane in lanes.values() for j in lane if j[0] == model])
     print((RESULTS / f"{args.stem}.md").read_text())
 
 

@@ -1,9 +1,10 @@
 """RecBole side of benchmarks/recbole_compare.py. Runs in RecBole's own venv (scripts/recbole_env.sh), never
 imports transrec, never edits RecBole's files. Two jobs:
 
-  train     one sequential model (SASRec / GRU4Rec / NextItNet) under a wall-clock budget: after each epoch's
-            validation, training stops once the budget is spent (or by RecBole's own early stopping); the
-            best-validation checkpoint is then evaluated on test once. Writes result.json with the timeline.
+  train     one sequential model (SASRec / GRU4Rec / NextItNet) to RecBole's own early stopping or a wall-clock
+            budget (checked after each epoch's validation); the best-validation checkpoint is then tested once,
+            under RecBole's protocol and with the history excluded (ours). Every validation checkpoints the
+            whole run, so running the same job again resumes it. Writes result.json with the timeline.
   protocol  the protocol check: RecBole's built-in Pop (declared sequential, so it runs RecBole's sequential
             data pipeline and full-ranking evaluator) and a fixed-score model whose user/item vectors are looked
             up by raw id in a table the caller wrote; dumps RecBole's valid/test cases (user, target, input).
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import sys
 import time
 from pathlib import Path
@@ -102,27 +104,60 @@ class FixedScores(SequentialRecommender):
         return self.U[interaction[self.USER_ID]] @ self.V.T
 
 
-class BudgetTrainer(Trainer):
-    """RecBole's Trainer, recording each validation with its wall time and stopping once the budget is spent."""
+class ResumableTrainer(Trainer):
+    """RecBole's Trainer, recording each validation with its wall time, stopping once the budget is spent, and
+    saving its whole state after every validation (model, optimiser, early-stopping counters, timeline, random
+    states) to OUT/last.pth, so an interrupted run resumes from its last epoch and loses nothing. The best
+    model goes to a fixed OUT/saved/best.pth (RecBole's default name carries a timestamp, which a resume
+    would change)."""
 
     class OutOfBudget(Exception):
         pass
 
-    def __init__(self, config, model, budget_s: float):
+    def __init__(self, config, model, budget_s: float, out: Path):
         super().__init__(config, model)
-        self.budget_s, self.timeline, self.t0 = budget_s, [], None
+        self.budget_s, self.timeline, self.t0, self.elapsed_before = budget_s, [], None, 0.0
+        self.saved_model_file = str(out / "saved" / "best.pth")
+        self.last_file = out / "last.pth"
+
+    def seconds(self) -> float:
+        return self.elapsed_before + time.time() - self.t0
 
     def _valid_epoch(self, valid_data, show_progress=False):
         score, result = super()._valid_epoch(valid_data, show_progress=show_progress)
         epoch = len(self.timeline) + 1
-        loss = self.train_loss_dict.get(epoch - 1)
-        self.timeline.append({"epoch": epoch, "seconds": round(time.time() - self.t0, 2),
+        loss = self.train_loss_dict.get(epoch - 1)  # keyed by 0-based epoch; the timeline survives a resume
+        self.timeline.append({"epoch": epoch, "seconds": round(self.seconds(), 2),
                               "loss": float(loss) if loss is not None else None, **result})
         return score, result
 
-    def check_budget(self, epoch_idx, valid_score):
-        if time.time() - self.t0 >= self.budget_s:
+    def after_validation(self, epoch_idx, valid_score):
+        """fit's callback: checkpoint everything (atomically), then enforce the budget."""
+        state = {"epoch": epoch_idx, "cur_step": self.cur_step, "best_valid_score": self.best_valid_score,
+                 "best_valid_result": self.best_valid_result, "state_dict": self.model.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "timeline": self.timeline, "elapsed": self.seconds(),
+                 "stopped": self.cur_step > self.stopping_step, "torch_rng": torch.get_rng_state(),
+                 "numpy_rng": np.random.get_state(), "python_rng": random.getstate()}
+        tmp = self.last_file.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.last_file)
+        if self.seconds() >= self.budget_s:
             raise self.OutOfBudget
+
+    def resume(self) -> dict | None:
+        """Load OUT/last.pth if an earlier run of this job left one; returns it (None when starting afresh)."""
+        if not self.last_file.exists():
+            return None
+        state = torch.load(self.last_file, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.start_epoch, self.cur_step = state["epoch"] + 1, state["cur_step"]
+        self.best_valid_score, self.best_valid_result = state["best_valid_score"], state["best_valid_result"]
+        self.timeline, self.elapsed_before = state["timeline"], state["elapsed"]
+        torch.set_rng_state(state["torch_rng"])
+        np.random.set_state(state["numpy_rng"])
+        random.setstate(state["python_rng"])
+        return state
 
 
 def case_dump(loader) -> list[dict]:
@@ -177,29 +212,67 @@ def job_protocol(out: Path, args: dict) -> dict:
     return result
 
 
+def masked_test(trainer, loader, dataset, ks=(5, 10, 20)) -> dict:
+    """Test metrics under transrec's protocol: every item the user interacted with before the target is dropped
+    from the candidates (RecBole's sequential full ranking keeps them). Scores come from the best model's
+    full_sort_predict; ties count against the target, as in transrec.evaluation.ranking."""
+    state = torch.load(trainer.saved_model_file, map_location=trainer.device, weights_only=False)
+    model = trainer.model
+    model.load_state_dict(state["state_dict"])
+    model.eval()
+    uid, iid = dataset.uid_field, dataset.iid_field
+    seen: dict[int, set] = {}
+    for u, i in zip(dataset.inter_feat[uid].tolist(), dataset.inter_feat[iid].tolist()):
+        seen.setdefault(u, set()).add(i)
+    feat, ranks = loader._dataset.inter_feat, []
+    with torch.no_grad():
+        for start in range(0, len(feat), 512):
+            batch = feat[start:start + 512].to(trainer.device)
+            scores = model.full_sort_predict(batch).view(len(batch[uid]), -1).float()
+            for row, (u, t) in enumerate(zip(batch[uid].tolist(), batch[iid].tolist())):
+                s = scores[row]
+                s_t = float(s[t])
+                s[[0, *seen[u]]] = -float("inf")  # padding, the history, and the target itself
+                ranks.append(int((s >= s_t - 1e-6 * (abs(s_t) + 1)).sum()))
+    r = np.asarray(ranks)
+    out = {}
+    for k in ks:
+        hit = r < k
+        out[f"HR@{k}"] = float(hit.mean())
+        out[f"NDCG@{k}"] = float(np.where(hit, 1 / np.log2(r + 2), 0).mean())
+        out[f"MRR@{k}"] = float(np.where(hit, 1 / (r + 1), 0).mean())
+    return out
+
+
 def job_train(out: Path, args: dict) -> dict:
-    cfg = {**base_config(out, args["seed"], args.get("data", "exact-time")), "epochs": args.get("max_epochs", 10_000), "eval_step": 1,
-           "stopping_step": args.get("stopping_step", 10), "loss_type": "CE", "train_neg_sample_args": None,
-           **args.get("config", {})}
+    """Train to early stopping (or the budget); resumes from OUT/last.pth when an earlier run was interrupted."""
+    cfg = {**base_config(out, args["seed"], args.get("data", "exact-time")), "epochs": args.get("max_epochs", 10_000),
+           "eval_step": 1, "stopping_step": args.get("stopping_step", 10), "loss_type": "CE",
+           "train_neg_sample_args": None, **args.get("config", {})}
     config = Config(model=args["model"], dataset=cfg["dataset"], config_dict=cfg)
     dataset, train, valid, test = prepare(config)
     init_seed(config["seed"], config["reproducibility"])
     net = get_model(config["model"])(config, train._dataset).to(config["device"])
-    trainer = BudgetTrainer(config, net, args["budget_s"])
+    trainer = ResumableTrainer(config, net, args["budget_s"], out)
+    resumed = trainer.resume()
     trainer.t0 = time.time()
     stopped_by = "early stopping (stopping_step)"
-    try:
-        trainer.fit(train, valid, saved=True, show_progress=False, callback_fn=trainer.check_budget)
-        if len(trainer.timeline) >= cfg["epochs"]:
-            stopped_by = "max epochs"
-    except BudgetTrainer.OutOfBudget:
-        stopped_by = "budget"
-    train_seconds = time.time() - trainer.t0
+    if resumed is not None and (resumed["stopped"] or resumed["elapsed"] >= args["budget_s"]):
+        stopped_by = "early stopping (stopping_step)" if resumed["stopped"] else "budget"
+    else:
+        try:
+            trainer.fit(train, valid, saved=True, show_progress=False, callback_fn=trainer.after_validation)
+            if len(trainer.timeline) >= cfg["epochs"]:
+                stopped_by = "max epochs"
+        except ResumableTrainer.OutOfBudget:
+            stopped_by = "budget"
     best = max(trainer.timeline, key=lambda r: (r["ndcg@10"], -r["epoch"]))  # RecBole keeps the first best
     test_result = evaluate(trainer, test, True)
-    return {"model": args["model"], "seed": args["seed"], "test": test_result, "epochs_run": len(trainer.timeline),
-            "best_epoch": best["epoch"], "seconds_to_best": best["seconds"], "train_seconds": round(train_seconds, 2),
-            "stopped_by": stopped_by, "parameters": sum(p.numel() for p in net.parameters()),
+    return {"model": args["model"], "seed": args["seed"], "test": test_result,
+            "test_history_excluded": masked_test(trainer, test, dataset), "epochs_run": len(trainer.timeline),
+            "best_epoch": best["epoch"], "seconds_to_best": best["seconds"], "train_seconds": round(trainer.seconds(), 2),
+            "resumed_at_epoch": None if resumed is None else resumed["epoch"] + 1, "stopped_by": stopped_by,
+            "parameters": sum(p.numel() for p in net.parameters()),
             "train_samples": len(train._dataset), "timeline": trainer.timeline,
             "config": {k: config[k] for k in ("embedding_size", "hidden_size", "n_layers", "num_layers", "n_heads",
                                               "block_num", "dilations", "dropout_prob", "hidden_dropout_prob",
