@@ -254,3 +254,21 @@ def test_to_dict_covers_every_field():
     d = Config().to_dict()
     for section, cls in (("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig), ("eval", EvalConfig)):
         assert set(d[section]) == {f.name for f in dataclasses.fields(cls)}
+
+
+def test_study_id_reference_uses_the_converged_sasrec_recipe():
+    """The transfer studies' "ID SASRec on the target" is the recipe of configs/ml100k_sasrec.yaml (the one
+    compared with RecBole at convergence), so the two cannot drift apart."""
+    from pathlib import Path
+
+    from transrec.config import load_config
+    from transrec.training.study import id_config
+
+    root = Path(__file__).resolve().parents[1]
+    recipe = load_config(str(root / "configs" / "ml100k_sasrec.yaml"), [])
+    reference = id_config(load_config(str(root / "configs" / "ml100k_era_target.yaml"), []))
+    assert reference.model.item_encoder == "id" and reference.model.name == "sasrec"
+    for section, keys in (("model", ("dropout", "num_layers", "num_heads", "dim")),
+                          ("data", ("train_stride",)), ("train", ("objective", "patience", "lr", "batch_size"))):
+        for key in keys:
+            assert getattr(getattr(reference, section), key) == getattr(getattr(recipe, section), key), (section, key)
