@@ -305,12 +305,8 @@ def _train(accelerator: Accelerator, cfg: Config, output_dir: Path, resume: bool
     if init_model is not None and cfg.train.select_initial and not state.history:
         # the starting model is a candidate: fine-tuning on a few users never ends below its start on validation
         valid = evaluate_split(accelerator, model, valid_loader, cfg)
-        state.best_metric, state.best_epoch = valid[SELECT_METRIC], 0
-        if accelerator.is_main_process:
-            save_weights_atomic(accelerator.unwrap_model(model).state_dict(), best_path)
-        state.history.append({"epoch": 0, "seconds": 0.0, "loss": float("nan"), **valid})
-        tracker.log(kind="valid", epoch=0, step=0, seconds=0.0,
-                    **{k: round(valid[k], 5) for k in ("HR@10", "NDCG@10", "MRR@10")})
+        _keep_best(accelerator, model, best_path, state, valid, epoch=0)
+        _record_valid(state, tracker, 0, 0.0, float("nan"), valid)
         log.info("epoch 0 (the starting model): valid NDCG@10 %.4f HR@10 %.4f", valid["NDCG@10"], valid["HR@10"])
     stop = False
     for epoch in range(state.epoch, cfg.train.epochs):
@@ -360,14 +356,11 @@ def _train(accelerator: Accelerator, cfg: Config, output_dir: Path, resume: bool
             if contrastive is not None and not cfg.train.contrastive_with_next_item:
                 improved = True  # contrastive-only pretraining is not trained to rank items: keep the latest epoch
             if improved:
-                state.best_metric, state.best_epoch, state.bad_evals = valid[SELECT_METRIC], epoch + 1, 0
-                if accelerator.is_main_process:
-                    save_weights_atomic(accelerator.unwrap_model(model).state_dict(), best_path)
+                _keep_best(accelerator, model, best_path, state, valid, epoch=epoch + 1)
+                state.bad_evals = 0
             else:
                 state.bad_evals += 1
-            state.history.append({"epoch": epoch + 1, "seconds": round(seconds, 2), "loss": epoch_loss, **valid})
-            tracker.log(kind="valid", epoch=epoch + 1, step=state.global_step, seconds=round(seconds, 2),
-                        **{k: round(valid[k], 5) for k in ("HR@10", "NDCG@10", "MRR@10")})
+            _record_valid(state, tracker, epoch + 1, seconds, epoch_loss, valid)
             if cfg.train.tracker == "tensorboard":
                 accelerator.log({"train/loss": epoch_loss, **{f"valid/{k}": v for k, v in valid.items()}},
                                 step=state.global_step)
@@ -388,6 +381,20 @@ def _train(accelerator: Accelerator, cfg: Config, output_dir: Path, resume: bool
     valid = {k: best[k] for k in best if "@" in k}
     return _finish(accelerator, cfg, output_dir, data, unwrapped, valid, test_loader, state, state.elapsed_seconds,
                    extra)
+
+
+def _keep_best(accelerator, model, best_path: Path, state: TrainerState, valid: dict, epoch: int) -> None:
+    """The model as it is now becomes the selected one (weights written atomically by the main process)."""
+    state.best_metric, state.best_epoch = valid[SELECT_METRIC], epoch
+    if accelerator.is_main_process:
+        save_weights_atomic(accelerator.unwrap_model(model).state_dict(), best_path)
+
+
+def _record_valid(state: TrainerState, tracker, epoch: int, seconds: float, loss: float, valid: dict) -> None:
+    """One validation into the run's history (model selection, curves) and log.csv."""
+    state.history.append({"epoch": epoch, "seconds": round(seconds, 2), "loss": loss, **valid})
+    tracker.log(kind="valid", epoch=epoch, step=state.global_step, seconds=round(seconds, 2),
+                **{k: round(valid[k], 5) for k in ("HR@10", "NDCG@10", "MRR@10")})
 
 
 def _finish(accelerator, cfg: Config, output_dir: Path, data: PreparedData, model, valid: dict, test_loader,
