@@ -28,6 +28,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from _results import write_results
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 STEM = "image_in_domain"
@@ -166,11 +168,9 @@ def main(argv: list[str] | None = None) -> None:
             folder = out / f"{name.replace(' ', '_').replace(',', '').replace('+', '_')}-seed{seed}"
             per_seed.setdefault(name, []).append(trained_row(name, cfg, folder))
             table = summarise(per_seed, fixed)
-            RESULTS.mkdir(parents=True, exist_ok=True)
-            (RESULTS / f"{args.stem}.md").write_text(markdown(table, command.strip(), args))
-            (RESULTS / f"{args.stem}.json").write_text(json.dumps({"table": table, "runs": per_seed,
-                                                                   "command": command.strip()}, indent=2))
-            plot(table, RESULTS / f"{args.stem}.png")
+            write_results(args.stem, markdown(table, command.strip(), args),
+                          {"table": table, "runs": per_seed, "command": command.strip()},
+                          lambda path: plot(table, path))
     print((RESULTS / f"{args.stem}.md").read_text())
 
 

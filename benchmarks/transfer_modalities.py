@@ -31,8 +31,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from _results import write_results  # noqa: E402
 from transfer_movielens import done  # noqa: E402  (a run folder's metrics.json, or None: resumable runs)
-RESULTS = ROOT / "benchmarks" / "results"
+
 SOURCE_CFG = ROOT / "configs" / "flagship_A.yaml"
 TARGET_CFG = ROOT / "configs" / "flagship_B.yaml"
 SIDES = {"text": ["data.modality=text"], "image": ["data.modality=image"], "both": []}
@@ -223,12 +224,9 @@ def main() -> None:
     for seed in args.seeds:
         rows.append(run_seed(seed, args.fractions, runs))
         text, summary = summarise(rows, heur, args.fractions)
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / f"{args.stem}.md").write_text(f"# Transfer across modalities\n\n{text}\n")
-        (RESULTS / f"{args.stem}.json").write_text(json.dumps(
-            {"command": "python benchmarks/transfer_modalities.py", "summary": summary, "rows": rows,
-             "heuristics": heur}, indent=2))
-        plot(summary, RESULTS / f"{args.stem}.png")
+        write_results(args.stem, f"# Transfer across modalities\n\n{text}",
+                      {"command": "python benchmarks/transfer_modalities.py", "summary": summary, "rows": rows,
+                       "heuristics": heur}, lambda path: plot(summary, path))
         print(text, flush=True)
 
 

@@ -25,8 +25,9 @@ import json
 import statistics
 from pathlib import Path
 
+from _results import write_results
+
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 SOURCE_CFG = ROOT / "configs" / "ml100k_era_source.yaml"
 TARGET_CFG = ROOT / "configs" / "ml100k_era_target.yaml"
 TRAINED = ("fine_tune", "fine_tune_id", "id_sasrec")
@@ -138,11 +139,8 @@ def main() -> None:
     for seed in args.seeds:
         rows.append(run_seed(seed, args.fractions, runs))
         text, summary = summarise(rows, heur, args.fractions)
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / f"{args.stem}.md").write_text(text + "\n")
-        (RESULTS / f"{args.stem}.json").write_text(json.dumps({"summary": summary, "rows": rows,
-                                                               "heuristics": heur}, indent=2))
-        plot(summary, args.fractions, RESULTS / f"{args.stem}.png")
+        write_results(args.stem, text, {"summary": summary, "rows": rows, "heuristics": heur},
+                      lambda path: plot(summary, args.fractions, path))
         print(text, flush=True)
 
 
