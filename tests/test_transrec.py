@@ -248,22 +248,45 @@ def test_transfer_calibration_sets_the_zero_shot_residual_weight(tiny_world, tmp
     assert float(model.residual_weight) == learned
 
 
-def test_fine_tuning_starts_from_the_zero_shot_model_and_keeps_it_unless_beaten(tiny_world, tmp_path):
-    """The starting model (its calibrated zero-shot residual weight) is validated as epoch 0; an epoch
-    that does not beat it on validation is not selected, so the saved model is the start, bit for bit."""
+def test_fine_tuning_validates_the_zero_shot_model_as_epoch_0_and_keeps_it_unless_beaten(tiny_world, tmp_path):
+    """Epoch 0 of a transfer fine-tune is the source model as it ranks the target zero-shot (its calibrated
+    residual weight): its validation is the zero-shot mode's. Training starts from the learned weights, and
+    when no epoch beats epoch 0 the saved model is the start, bit for bit."""
+    import csv
+    import shutil
+
     src = train(load_config(None, content_overrides(tiny_world, "A", **{
         "train.epochs": 1, "model.score": "cosine", "model.content_residual": "true",
         "model.text_trainable_blocks": 0, "model.image_trainable_blocks": 0, "model.cache_frozen": "true",
         "train.transfer_calibration": 0.5})), tmp_path / "src")
-    weight = src.metrics["run"]["transfer_calibration"]["residual_weight"]
+    assert src.metrics["run"]["transfer_calibration"]["residual_weight"] is not None
     frozen_lr = {"train.epochs": 1, "train.lr": 1e-12, "train.item_encoder_lr": 1e-12}
-    metrics = transfer(tmp_path / "src" / "model", load_config(None, content_overrides(tiny_world, "B", **frozen_lr)),
-                       "fine_tune", tmp_path / "ft")
+    target = load_config(None, content_overrides(tiny_world, "B", **frozen_lr))
+    zero_shot = transfer(tmp_path / "src" / "model", target, "zero_shot", tmp_path / "zs")
+    transfer(tmp_path / "src" / "model", target, "fine_tune", tmp_path / "ft")
+    with (tmp_path / "ft" / "log.csv").open() as f:
+        first = next(r for r in csv.DictReader(f) if r["kind"] == "valid")
+    assert int(first["epoch"]) == 0
+    assert float(first["NDCG@10"]) == pytest.approx(zero_shot["valid"]["NDCG@10"], abs=1e-5)
+    plain = transfer(tmp_path / "src" / "model", load_config(None, content_overrides(
+        tiny_world, "B", **frozen_lr, **{"train.select_initial": "false"})), "fine_tune", tmp_path / "ft_plain")
+    assert plain["run"]["best_epoch"] == 1  # trained from the learned residual weight, not the calibrated one
+    learned_src = float(load_model(tmp_path / "src" / "model").residual_weight.detach())
+    assert float(load_model(tmp_path / "ft_plain" / "model").residual_weight.detach()) == pytest.approx(learned_src)
+
+    # a source whose calibrated weight equals its learned one: epoch 1 (lr 1e-12) only ties epoch 0
+    tied = tmp_path / "src_tied"
+    shutil.copytree(tmp_path / "src" / "model", tied)
+    start = load_model(tied)
+    learned = float(start.residual_weight.detach())
+    config = json.loads((tied / "config.json").read_text())
+    (tied / "config.json").write_text(json.dumps({**config, "transfer_residual_weight": learned}))
+    metrics = transfer(tied, target, "fine_tune", tmp_path / "ft_tied")
     assert metrics["run"]["best_epoch"] == 0  # epoch 1 only ties the start: not an improvement
-    start, tuned = load_model(tmp_path / "src" / "model"), load_model(tmp_path / "ft" / "model")
-    assert float(tuned.residual_weight.detach()) == pytest.approx(weight)
+    tuned = load_model(tmp_path / "ft_tied" / "model")
+    assert float(tuned.residual_weight.detach()) == learned
     for (name, p), q in zip(start.user_encoder.state_dict().items(), tuned.user_encoder.state_dict().values()):
         assert torch.equal(p, q), name
-    metrics = transfer(tmp_path / "src" / "model", load_config(None, content_overrides(
+    metrics = transfer(tied, load_config(None, content_overrides(
         tiny_world, "B", **frozen_lr, **{"train.select_initial": "false"})), "fine_tune", tmp_path / "ft2")
     assert metrics["run"]["best_epoch"] == 1

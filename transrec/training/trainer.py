@@ -5,6 +5,8 @@ Models stay device-agnostic; only this module (and the CLI) talks to accelerate.
 
 from __future__ import annotations
 
+import contextlib
+
 import csv
 import json
 import logging
@@ -303,9 +305,12 @@ def _train(accelerator: Accelerator, cfg: Config, output_dir: Path, resume: bool
     start = time.time() - state.elapsed_seconds
     budget = cfg.train.max_minutes * 60 if cfg.train.max_minutes > 0 else math.inf
     if init_model is not None and cfg.train.select_initial and not state.history:
-        # the starting model is a candidate: fine-tuning on a few users never ends below its start on validation
-        valid = evaluate_split(accelerator, model, valid_loader, cfg)
-        _keep_best(accelerator, model, best_path, state, valid, epoch=0)
+        # the starting model, as it ranks new items zero-shot (a content model's calibrated residual weight), is
+        # a candidate: fine-tuning on a few users never ends below its start on validation. Training itself
+        # starts from the learned weights (a large calibrated residual weight would make the logits stiff).
+        with getattr(accelerator.unwrap_model(model), "zero_shot_scoring", contextlib.nullcontext)():
+            valid = evaluate_split(accelerator, model, valid_loader, cfg)
+            _keep_best(accelerator, model, best_path, state, valid, epoch=0)
         _record_valid(state, tracker, 0, 0.0, float("nan"), valid)
         log.info("epoch 0 (the starting model): valid NDCG@10 %.4f HR@10 %.4f", valid["NDCG@10"], valid["HR@10"])
     stop = False

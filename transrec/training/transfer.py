@@ -38,14 +38,6 @@ def _require_content(model, source: str) -> None:
                           "transfer to new items; train a content model (model.item_encoder=text|image|mixture)")
 
 
-def start_from_zero_shot(model) -> None:
-    """Fine-tuning starts from the model as it ranks new items zero-shot (its calibrated residual
-    weight), so the starting point that `train.select_initial` validates is the zero-shot model."""
-    if getattr(model, "residual_weight", None) is not None and model.transfer_residual_weight is not None:
-        with torch.no_grad():
-            model.residual_weight.fill_(model.transfer_residual_weight)
-
-
 def zero_shot_content_only(model, catalog, cases: dict, cfg: Config) -> dict:
     """Content-only zero-shot: the target's catalogue and the evaluated users' own histories are all
     it is given (no training interaction, no count of the target), so by construction it reads nothing
@@ -101,7 +93,6 @@ def transfer(source: str | Path | None, cfg: Config, mode: str, output_dir: str 
         if mode == "fine_tune":
             model = load_model(source)
             _require_content(model, str(source))
-            start_from_zero_shot(model)
             if cfg.model.id_embedding and model.item_encoder.id_embedding is None:
                 # id+content fine-tuning: the target's items get zero-initialised ID vectors
                 data = prepare_data(cfg.data)
