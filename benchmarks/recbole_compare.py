@@ -178,7 +178,7 @@ def run_ours(model: str, seed: int, budget_min: float | None, work: Path, thread
     if code:
         raise RuntimeError(f"{' '.join(cmd)} failed ({code}); see {out.parent / (out.name + '.log')}")
     masked = out / "test_history_excluded.json"
-    cmd = [sys.executable, "-m", "transrec", "evaluate", "--model", str(out), "--config", f"configs/ml100k_{model}.yaml",
+    cmd = [sys.executable, "-m", "transrec", "evaluate", "--model", str(out / "model"), "--config", f"configs/ml100k_{model}.yaml",
            "--split", "test", "--output", str(masked), "eval.exclude_history=true"]
     if run_process(cmd, out.parent / f"{out.name}.evaluate.log", env)[0]:
         raise RuntimeError(f"{' '.join(cmd)} failed; see {out.parent / (out.name + '.evaluate.log')}")
