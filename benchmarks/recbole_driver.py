@@ -282,7 +282,7 @@ def job_train(out: Path, args: dict) -> dict:
 
 
 def main() -> None:
-    job, out, args = sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3])
+    job, out, args = sys.argv[1], Path(sys.argv[2]).resolve(), json.loads(sys.argv[3])  # before the chdir
     out.mkdir(parents=True, exist_ok=True)
     os.chdir(out)  # RecBole writes log/ and log_tensorboard/ under the working directory
     torch.set_num_threads(args.get("threads", torch.get_num_threads()))
