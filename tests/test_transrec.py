@@ -290,3 +290,8 @@ def test_fine_tuning_validates_the_zero_shot_model_as_epoch_0_and_keeps_it_unles
     metrics = transfer(tied, load_config(None, content_overrides(
         tiny_world, "B", **frozen_lr, **{"train.select_initial": "false"})), "fine_tune", tmp_path / "ft2")
     assert metrics["run"]["best_epoch"] == 1
+    # patience counts trained epochs only: epoch 1 ties epoch 0 but is the first trained epoch, so it does not
+    # count against the patience of 1; epoch 2 ties epoch 1 and stops the run
+    metrics = transfer(tied, load_config(None, content_overrides(
+        tiny_world, "B", **{**frozen_lr, "train.epochs": 4, "train.patience": 1})), "fine_tune", tmp_path / "ft3")
+    assert (metrics["run"]["best_epoch"], metrics["run"]["epochs_run"]) == (0, 2)

@@ -33,6 +33,7 @@ class TrainerState:
     global_step: int = 0
     best_metric: float = -1.0
     best_epoch: int = -1
+    best_trained_metric: float = -1.0  # best validation of a trained epoch (patience; best_metric may be epoch 0's)
     bad_evals: int = 0
     elapsed_seconds: float = 0.0
     history: list[dict] = field(default_factory=list)

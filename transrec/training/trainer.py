@@ -357,12 +357,16 @@ def _train(accelerator: Accelerator, cfg: Config, output_dir: Path, resume: bool
         if (epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.train.epochs or stop:
             valid = evaluate_split(accelerator, model, valid_loader, cfg)
             seconds = time.time() - start
-            improved = valid[SELECT_METRIC] > state.best_metric
+            improved = valid[SELECT_METRIC] > state.best_metric  # selection: against every candidate, epoch 0 too
+            progressed = valid[SELECT_METRIC] > state.best_trained_metric  # patience: against trained epochs only
             if contrastive is not None and not cfg.train.contrastive_with_next_item:
-                improved = True  # contrastive-only pretraining is not trained to rank items: keep the latest epoch
+                improved = progressed = True  # contrastive-only pretraining does not rank items: keep the latest
             if improved:
                 _keep_best(accelerator, model, best_path, state, valid, epoch=epoch + 1)
-                state.bad_evals = 0
+            if progressed:
+                # a fine-tune's first epochs often dip below its start before they overtake it: counting them
+                # against the start would stop training exactly there
+                state.best_trained_metric, state.bad_evals = valid[SELECT_METRIC], 0
             else:
                 state.bad_evals += 1
             _record_valid(state, tracker, epoch + 1, seconds, epoch_loss, valid)
