@@ -90,7 +90,7 @@ class TrainConfig:
     mixed_precision: str = "no"  # no | bf16 | fp16 (bf16/fp16 only where the device supports it)
     patience: int = 10  # evaluations without a better valid NDCG@10 before stopping
     eval_every: int = 1  # epochs between validations
-    select_initial: bool = True  # transfer (a given starting model): it is validated as epoch 0 and kept if no epoch beats it
+    select_initial: bool = True  # transfer (a given starting model): its zero-shot scoring is validated as epoch 0 and kept if no trained epoch beats it (patience counts trained epochs only)
     checkpoint_every: int = 0  # optimizer steps between save_state checkpoints (0 = each epoch)
     max_minutes: float = 0.0  # wall-clock budget for training (0 = none)
     seed: int = 42
