@@ -6,7 +6,6 @@ Models stay device-agnostic; only this module (and the CLI) talks to accelerate.
 from __future__ import annotations
 
 import contextlib
-
 import csv
 import json
 import logging
