@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from transrec.evaluation.metrics import metrics_from_ranks
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 DRIVER = ROOT / "benchmarks" / "recbole_driver.py"
@@ -92,7 +94,6 @@ def protocol_check(py: Path, work: Path) -> dict:
     from transrec.config import load_config
     from transrec.data.pipeline import prepare_data
     from transrec.evaluation.evaluator import compute_ranks, eval_loader
-    from transrec.evaluation.metrics import metrics_from_ranks
     from transrec.models.recommender import PopularityModel
 
     cfg = load_config(ROOT / "configs" / "ml100k_sasrec.yaml", ["eval.exclude_history=false"])
@@ -217,7 +218,7 @@ def run_recbole(py: Path, model: str, seed: int, budget_min: float | None, work:
     r = json.loads((out / "result.json").read_text())
     timeline = [{"epoch": t["epoch"], "seconds": t["seconds"], "NDCG@10": t["ndcg@10"]} for t in r["timeline"]]
     return {"library": "RecBole 1.2.1", "model": model, "seed": seed, "test": r["test"],
-            "test_history_excluded": r.get("test_history_excluded"), "epochs_run": r["epochs_run"],
+            "test_history_excluded": metrics_from_ranks(r["test_history_excluded_ranks"]), "epochs_run": r["epochs_run"],
             "best_epoch": r["best_epoch"], "train_seconds": r["train_seconds"], "seconds_to_best": r["seconds_to_best"],
             "process_seconds": round(wall, 1), "process_cpu_seconds": round(cpu, 1),
             "peak_rss_gb": peak, "stopped_by": r["stopped_by"], "resumed_at_epoch": r.get("resumed_at_epoch"),

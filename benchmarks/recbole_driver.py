@@ -212,10 +212,11 @@ def job_protocol(out: Path, args: dict) -> dict:
     return result
 
 
-def masked_test(trainer, loader, dataset, ks=(5, 10, 20)) -> dict:
-    """Test metrics under transrec's protocol: every item the user interacted with before the target is dropped
-    from the candidates (RecBole's sequential full ranking keeps them). Scores come from the best model's
-    full_sort_predict; ties count against the target, as in transrec.evaluation.ranking."""
+def masked_test_ranks(trainer, loader, dataset) -> list[int]:
+    """0-based test ranks under transrec's protocol: every item the user interacted with before the target is
+    dropped from the candidates (RecBole's sequential full ranking keeps them). Scores come from the best
+    model's full_sort_predict; ties count against the target, as in transrec.evaluation.ranking. The caller
+    (in transrec's venv) turns them into metrics with transrec.evaluation.metrics.metrics_from_ranks."""
     state = torch.load(trainer.saved_model_file, map_location=trainer.device, weights_only=False)
     model = trainer.model
     model.load_state_dict(state["state_dict"])
@@ -234,14 +235,7 @@ def masked_test(trainer, loader, dataset, ks=(5, 10, 20)) -> dict:
                 s_t = float(s[t])
                 s[[0, *seen[u]]] = -float("inf")  # padding, the history, and the target itself
                 ranks.append(int((s >= s_t - 1e-6 * (abs(s_t) + 1)).sum()))
-    r = np.asarray(ranks)
-    out = {}
-    for k in ks:
-        hit = r < k
-        out[f"HR@{k}"] = float(hit.mean())
-        out[f"NDCG@{k}"] = float(np.where(hit, 1 / np.log2(r + 2), 0).mean())
-        out[f"MRR@{k}"] = float(np.where(hit, 1 / (r + 1), 0).mean())
-    return out
+    return ranks
 
 
 def job_train(out: Path, args: dict) -> dict:
@@ -269,7 +263,7 @@ def job_train(out: Path, args: dict) -> dict:
     best = max(trainer.timeline, key=lambda r: (r["ndcg@10"], -r["epoch"]))  # RecBole keeps the first best
     test_result = evaluate(trainer, test, True)
     return {"model": args["model"], "seed": args["seed"], "test": test_result,
-            "test_history_excluded": masked_test(trainer, test, dataset), "epochs_run": len(trainer.timeline),
+            "test_history_excluded_ranks": masked_test_ranks(trainer, test, dataset), "epochs_run": len(trainer.timeline),
             "best_epoch": best["epoch"], "seconds_to_best": best["seconds"], "train_seconds": round(trainer.seconds(), 2),
             "resumed_at_epoch": None if resumed is None else resumed["epoch"] + 1, "stopped_by": stopped_by,
             "parameters": sum(p.numel() for p in net.parameters()),
