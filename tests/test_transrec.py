@@ -295,3 +295,22 @@ def test_fine_tuning_validates_the_zero_shot_model_as_epoch_0_and_keeps_it_unles
     metrics = transfer(tied, load_config(None, content_overrides(
         tiny_world, "B", **{**frozen_lr, "train.epochs": 4, "train.patience": 1})), "fine_tune", tmp_path / "ft3")
     assert (metrics["run"]["best_epoch"], metrics["run"]["epochs_run"]) == (0, 2)
+
+
+def test_fine_tuning_trains_with_the_target_configs_dropout(source_run, tiny_world, tmp_path):
+    """Dropout is a training setting: a fine-tune uses the target config's rate (every dropout of the
+    user encoder, attention included) and saves it."""
+    from torch import nn
+
+    out, _ = source_run
+    source_rate = load_model(out / "model").user_encoder.emb_drop.p
+    rate = 0.45 if source_rate != 0.45 else 0.35
+    transfer(out / "model", load_config(None, content_overrides(tiny_world, "B", **{
+        "train.epochs": 1, "model.dropout": rate})), "fine_tune", tmp_path / "ft")
+    tuned = load_model(tmp_path / "ft" / "model")
+    rates = [m.p for m in tuned.user_encoder.modules() if isinstance(m, nn.Dropout)]
+    rates += [m.dropout for m in tuned.user_encoder.modules() if isinstance(getattr(m, "dropout", None), float)]
+    assert len(rates) > 2 and set(rates) == {rate}
+    assert json.loads((tmp_path / "ft" / "model" / "config.json").read_text())["encoder_args"]["dropout"] == rate
+    with pytest.raises(ConfigError, match="dropout"):
+        tuned.set_dropout(1.0)

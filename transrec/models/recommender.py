@@ -187,6 +187,20 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
         self.num_items = store.num_items
         self._sync_hub_config()
 
+    def set_dropout(self, p: float) -> None:
+        """The user encoder's dropout rate: a training setting, not a weight, so a fine-tune on a few
+        users can regularise more than its source did."""
+        if not 0 <= p < 1:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {p}")
+        for module in self.user_encoder.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = p
+            elif isinstance(getattr(module, "dropout", None), float):  # attention / GRU rates kept as floats
+                module.dropout = p
+        encoder_args = self._hub_mixin_config.get("encoder_args") if isinstance(self._hub_mixin_config, dict) else None
+        if isinstance(encoder_args, dict) and "dropout" in encoder_args:
+            encoder_args["dropout"] = p
+
     def add_item_ids(self) -> None:
         """id+content on the attached items (see `ContentItemEncoder.add_id_embedding`)."""
         if not self.is_content_model or self.item_encoder.content is None:

@@ -104,6 +104,7 @@ def transfer(source: str | Path | None, cfg: Config, mode: str, output_dir: str 
             model = load_model(source, fresh=True)
             if cfg.model.pretrained:
                 model.item_encoder.load_pretrained_weights()
+        model.set_dropout(cfg.model.dropout)  # the target config's dropout, not the source's
         _require_content(model, str(source))
         return train(cfg, output_dir, init_model=model, extra=extra).metrics
 
