@@ -314,3 +314,38 @@ def test_fine_tuning_trains_with_the_target_configs_dropout(source_run, tiny_wor
     assert json.loads((tmp_path / "ft" / "model" / "config.json").read_text())["encoder_args"]["dropout"] == rate
     with pytest.raises(ConfigError, match="dropout"):
         tuned.set_dropout(1.0)
+
+
+def test_content_run_checkpoints_hold_no_frozen_weight_and_resume_exactly(tiny_world, tmp_path):
+    """The frozen backbone bottoms are left out of best_model.safetensors and of the resume checkpoint
+    (the shareable model/ folder keeps everything); a run resumed from such a checkpoint ends exactly
+    where an uninterrupted one does, and a checkpoint of another model is refused by name."""
+    from safetensors import safe_open
+
+    from transrec.errors import CheckpointError
+    from transrec.training.checkpoint import check_trainable_names, frozen_names
+
+    def cfg(epochs):
+        return load_config(None, content_overrides(tiny_world, "A", **{"train.epochs": epochs,
+                                                                        "train.patience": 10}))
+
+    straight = train(cfg(4), tmp_path / "a")
+    train(cfg(2), tmp_path / "b")
+    resumed = train(cfg(4), tmp_path / "b", resume=True)
+    assert "resumed from" in (tmp_path / "b" / "train.log").read_text()
+    assert resumed.metrics["test"] == pytest.approx(straight.metrics["test"], abs=1e-6)
+
+    model = load_model(tmp_path / "b" / "model")
+    frozen = frozen_names(model)
+    assert len(frozen) > 10
+
+    def names(path):
+        with safe_open(str(path), "pt") as f:
+            return set(f.keys())
+
+    for partial in (tmp_path / "b" / "best_model.safetensors", tmp_path / "b" / "checkpoints" / "latest" /
+                    "model.safetensors"):
+        assert not names(partial) & frozen and names(partial) == set(model.state_dict()) - frozen
+    assert frozen <= names(tmp_path / "b" / "model" / "model.safetensors")
+    with pytest.raises(CheckpointError, match="missing"):
+        check_trainable_names(model, set(model.state_dict()) - frozen - {"user_encoder.pos.weight"}, "checkpoint")

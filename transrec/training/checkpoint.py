@@ -7,6 +7,12 @@ The best weights so far travel inside each checkpoint (a hard link, so no copy):
 of the run folder is written on improvement, before the checkpoint that records the improvement, so
 a kill in between would otherwise pair a new best file with an old trainer state. Resume restores
 the checkpoint's copy, which always matches its state.
+
+Frozen parameters (`requires_grad=False`: a content model's pretrained backbone, PeterRec's
+backbone) are left out of both files: they never change during a run, and a resumed run rebuilds
+them exactly as the run began (the same pretrained weights or source model, the same seed). A
+frozen MiniLM is ~87 MB, so a content run folder no longer holds three copies of it, only the one
+in `model/` (the shareable, self-contained checkpoint).
 """
 
 from __future__ import annotations
@@ -17,7 +23,10 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+
+from transrec.errors import CheckpointError
 
 LATEST = "latest"
 STATE_FILE = "trainer_state.json"
@@ -74,6 +83,11 @@ def save_checkpoint(accelerator, checkpoint_dir: Path, state: TrainerState, best
     accelerator.wait_for_everyone()
 
 
+def _model_files(accelerator) -> list[str]:
+    """accelerate's file name for each prepared model's weights in a `save_state` folder."""
+    return ["model.safetensors" if i == 0 else f"model_{i}.safetensors" for i in range(len(accelerator._models))]
+
+
 def find_checkpoint(checkpoint_dir: Path) -> Path | None:
     """The last complete checkpoint, if any (a crash between renames leaves `.latest.old`)."""
     for name in (LATEST, f".{LATEST}.old"):
@@ -86,7 +100,12 @@ def find_checkpoint(checkpoint_dir: Path) -> Path | None:
 def load_checkpoint(accelerator, path: Path, best_weights: Path | None = None) -> TrainerState:
     """Restore accelerate's state and return the trainer state; put the checkpoint's best weights
     back at `best_weights` (a best file written after this checkpoint is not the state's best)."""
-    accelerator.load_state(str(path))
+    for model, name in zip(accelerator._models, _model_files(accelerator)):
+        saved = Path(path) / name
+        if saved.is_file():  # what the checkpoint holds must be exactly the model's trainable state
+            with safe_open(str(saved), "pt") as f:
+                check_trainable_names(model, set(f.keys()), str(saved))
+    accelerator.load_state(str(path), strict=False)  # frozen parameters: as rebuilt
     state = TrainerState(**json.loads((Path(path) / STATE_FILE).read_text()))
     if best_weights is not None and accelerator.is_main_process:
         best_weights, saved = Path(best_weights), Path(path) / BEST_NAME
@@ -98,6 +117,39 @@ def load_checkpoint(accelerator, path: Path, best_weights: Path | None = None) -
             best_weights.unlink()
     accelerator.wait_for_everyone()
     return state
+
+
+def frozen_names(model) -> set[str]:
+    """State-dict names of `model`'s frozen parameters (the same names wrapped or not)."""
+    return {name for name, p in model.named_parameters() if not p.requires_grad}
+
+
+def trainable_state(model) -> dict:
+    """`model.state_dict()` without its frozen parameters (buffers stay: they may change)."""
+    frozen = frozen_names(model)
+    return {k: v for k, v in model.state_dict().items() if k not in frozen}
+
+
+def drop_frozen_weights(models: list, weights: list, output_dir: str) -> None:
+    """accelerate `save_state` pre-hook: checkpoint each model's trainable state only."""
+    for model, state in zip(models, weights):
+        for name in frozen_names(model) & set(state):
+            del state[name]
+
+
+def check_trainable_names(model, names: set[str], where: str) -> None:
+    """A saved `trainable_state` must hold exactly `model`'s non-frozen tensors (else it is another model's)."""
+    expected = set(model.state_dict()) - frozen_names(model)
+    missing, unexpected = expected - names, names - set(model.state_dict())
+    if missing or unexpected:
+        raise CheckpointError(f"{where}: weights do not match the model (missing: {sorted(missing)[:5]}, "
+                              f"unexpected: {sorted(unexpected)[:5]})")
+
+
+def load_trainable_state(model, state: dict, where: str) -> None:
+    """Load a `trainable_state` into `model` (its frozen parameters stay as they are)."""
+    check_trainable_names(model, set(state), where)
+    model.load_state_dict(state, strict=False)
 
 
 def save_weights_atomic(state_dict: dict, path: Path) -> None:

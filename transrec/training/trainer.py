@@ -33,8 +33,9 @@ from transrec.hub import metrics_markdown, protocol_text, save_model
 from transrec.models.recommender import PopularityModel, build_model
 from transrec.models.item_encoders.base import fit_centres
 from transrec.objectives import ContrastiveObjective, contrastive_loss, create_objective
-from transrec.training.checkpoint import (TrainerState, find_checkpoint, load_checkpoint, load_weights,
-                                          save_checkpoint, save_weights_atomic)
+from transrec.training.checkpoint import (TrainerState, drop_frozen_weights, find_checkpoint, load_checkpoint,
+                                          load_trainable_state, load_weights, save_checkpoint,
+                                          save_weights_atomic, trainable_state)
 from transrec.training.guards import check_memory
 from transrec.training.optim import build_optimizer, build_scheduler, param_groups
 
@@ -288,6 +289,7 @@ def _train(accelerator: Accelerator, cfg: Config, output_dir: Path, resume: bool
     if contrastive is not None:  # own DDP wrapper (gradient sync); prepared after the model, so resume restores it
         contrastive = accelerator.prepare(contrastive)
     trained = [model] if contrastive is None else [model, contrastive]
+    accelerator.register_save_state_pre_hook(drop_frozen_weights)  # checkpoints: trainable state only
 
     checkpoint_dir = output_dir / "checkpoints"
     best_path = output_dir / "best_model.safetensors"
@@ -384,7 +386,7 @@ def _train(accelerator: Accelerator, cfg: Config, output_dir: Path, resume: bool
 
     accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model)
-    unwrapped.load_state_dict(load_weights(best_path))
+    load_trainable_state(unwrapped, load_weights(best_path), str(best_path))
     best = next(h for h in state.history if h["epoch"] == state.best_epoch)
     valid = {k: best[k] for k in best if "@" in k}
     return _finish(accelerator, cfg, output_dir, data, unwrapped, valid, test_loader, state, state.elapsed_seconds,
@@ -395,7 +397,7 @@ def _keep_best(accelerator, model, best_path: Path, state: TrainerState, valid: 
     """The model as it is now becomes the selected one (weights written atomically by the main process)."""
     state.best_metric, state.best_epoch = valid[SELECT_METRIC], epoch
     if accelerator.is_main_process:
-        save_weights_atomic(accelerator.unwrap_model(model).state_dict(), best_path)
+        save_weights_atomic(trainable_state(accelerator.unwrap_model(model)), best_path)
 
 
 def _record_valid(state: TrainerState, tracker, epoch: int, seconds: float, loss: float, valid: dict) -> None:
