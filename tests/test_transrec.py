@@ -229,7 +229,7 @@ def test_item_holdout_splits_the_catalogue_in_two_disjoint_sides(tiny_world):
 def test_transfer_calibration_sets_the_zero_shot_residual_weight(tiny_world, tmp_path):
     """train.transfer_calibration trains on kept items, picks the residual weight on held-out ones, saves it
     in the checkpoint; zero-shot ranking uses it and the learned weight comes back afterwards."""
-    from transrec.training.calibration import WEIGHT_GRID
+    from transrec.training.calibration import LEXICAL_GRID, WEIGHT_GRID
 
     cfg = load_config(None, content_overrides(tiny_world, "A", **{
         "train.epochs": 1, "model.score": "cosine", "model.content_residual": "true",
@@ -241,11 +241,42 @@ def test_transfer_calibration_sets_the_zero_shot_residual_weight(tiny_world, tmp
     assert (tmp_path / "calibration" / "model" / "model.safetensors").is_file()
     config = json.loads((tmp_path / "model" / "config.json").read_text())
     assert config["transfer_residual_weight"] == calibration["residual_weight"]
+    assert calibration["lexical_weight"] in LEXICAL_GRID  # the tiny world has text items
+    assert config["transfer_lexical_weight"] == calibration["lexical_weight"]
     model = load_model(tmp_path / "model")
-    learned = float(model.residual_weight)
+    learned = float(model.residual_weight.detach())
     with model.zero_shot_scoring():
         assert float(model.residual_weight) == calibration["residual_weight"]
-    assert float(model.residual_weight) == learned
+    assert float(model.residual_weight.detach()) == learned
+
+
+def test_zero_shot_lexical_term_is_tfidf_cosine_to_the_last_text_item(tiny_world, tmp_path):
+    """Under zero_shot_scoring, score = the model's own score + w x TF-IDF cosine(last item's text,
+    candidate's text), 0 for image items; outside it (training, fine-tuned epochs) the term is absent."""
+    from transrec.data.pipeline import prepare_data
+    from transrec.models.heuristics import tfidf_features
+
+    cfg = load_config(None, content_overrides(tiny_world, "B", **{
+        "train.epochs": 1, "model.score": "cosine", "model.content_residual": "true",
+        "model.text_trainable_blocks": 0, "model.image_trainable_blocks": 0, "model.cache_frozen": "true"}))
+    train(cfg, tmp_path)
+    model = load_model(tmp_path / "model").eval()
+    items = prepare_data(cfg.data).dataset.items
+    model.attach_content(model.item_encoder.build_content_store(items))
+    batch = {"items": torch.tensor([[0, 0, 3, 9], [1, 2, 5, 20]])}
+    texts = [t if m == "text" else None for t, m in zip(items.text[1:], items.modality[1:])]
+    lexical = tfidf_features(texts)
+    with torch.no_grad():
+        plain = model.encode_users(batch) @ model.all_item_vectors().T
+        model.set_transfer_lexical_weight(3.0)
+        with model.zero_shot_scoring():
+            fused = model.encode_users(batch) @ model.all_item_vectors().T
+        after = model.encode_users(batch) @ model.all_item_vectors().T
+    torch.testing.assert_close(fused, plain + 3.0 * lexical[batch["items"][:, -1]] @ lexical.T, rtol=1e-4, atol=1e-4)
+    assert torch.equal(after, plain)
+    image = torch.tensor([m == "image" for m in items.modality])
+    assert image.any() and torch.allclose(fused[:, image], plain[:, image])
+    assert not torch.allclose(fused, plain)
 
 
 def test_fine_tuning_validates_the_zero_shot_model_as_epoch_0_and_keeps_it_unless_beaten(tiny_world, tmp_path):

@@ -135,7 +135,10 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
     candidate). A new domain's items then keep the pretrained encoder's neighbourhoods, which a
     projection trained on one catalogue only partly preserves. Both are built into the vectors
     (users [.., d (+h)], candidates [.., d (+h)]), so every objective and the exact evaluator still
-    score by one dot product.
+    score by one dot product. Zero-shot ranking (`zero_shot_scoring`) may add a lexical term too:
+    `transfer_lexical_weight` x TF-IDF cosine between the last item's text and each text candidate's
+    (vocabulary from the catalogue being ranked), the weight chosen on held-out source items: words
+    shared by titles/descriptions are a signal a sentence encoder blurs, and it needs no training.
     """
 
     def __init__(self, num_items: int, user_encoder: str = "sasrec", item_encoder: str = "id", dim: int = 64,
@@ -143,7 +146,7 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
                  item_encoder_args: dict[str, Any] | None = None, model_type: str = "sequential",
                  mask_token: bool = False, score: str = "dot", content_residual: bool = False,
                  score_scale: float = 10.0, residual_weight: float = 1.0,
-                 transfer_residual_weight: float | None = None):
+                 transfer_residual_weight: float | None = None, transfer_lexical_weight: float | None = None):
         super().__init__()
         if score not in SCORES:
             raise ConfigError(f"model.score must be one of {', '.join(SCORES)}, got {score!r}")
@@ -167,6 +170,10 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
         #: the residual weight for zero-shot ranking of new items, chosen on held-out source items
         #: (`train.transfer_calibration`); None: the learned weight
         self.transfer_residual_weight = transfer_residual_weight
+        #: zero-shot ranking: the weight of the lexical similarity to the last item (None/0: unused)
+        self.transfer_lexical_weight = transfer_lexical_weight
+        self._lexical_on = False  # inside zero_shot_scoring with a lexical weight
+        self._lexical: tuple[object, torch.Tensor] | None = None  # (content store, its TF-IDF rows)
         if hasattr(self.item_encoder, "config_kwargs") and isinstance(self._hub_mixin_config, dict):
             # content encoders resolve their backbone configs once; save those, so loading never downloads
             self._hub_mixin_config["item_encoder_args"] = self.item_encoder.config_kwargs()
@@ -213,20 +220,39 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
         if isinstance(self._hub_mixin_config, dict):
             self._hub_mixin_config["transfer_residual_weight"] = self.transfer_residual_weight
 
+    def set_transfer_lexical_weight(self, weight: float | None) -> None:
+        self.transfer_lexical_weight = None if weight is None else float(weight)
+        if isinstance(self._hub_mixin_config, dict):
+            self._hub_mixin_config["transfer_lexical_weight"] = self.transfer_lexical_weight
+
     @contextlib.contextmanager
     def zero_shot_scoring(self):
-        """Rank new items with the calibrated residual weight (if any), then restore the learned one."""
-        if self.residual_weight is None or self.transfer_residual_weight is None:
-            yield self
-            return
-        learned = self.residual_weight.detach().clone()
-        with torch.no_grad():
-            self.residual_weight.fill_(self.transfer_residual_weight)
+        """Rank new items as calibrated for transfer: the calibrated residual weight (if any) and the
+        lexical term (if it has a weight); the learned weight comes back afterwards."""
+        learned = None
+        if self.residual_weight is not None and self.transfer_residual_weight is not None:
+            learned = self.residual_weight.detach().clone()
+            with torch.no_grad():
+                self.residual_weight.fill_(self.transfer_residual_weight)
+        self._lexical_on = bool(self.transfer_lexical_weight) and self.is_content_model
         try:
             yield self
         finally:
-            with torch.no_grad():
-                self.residual_weight.copy_(learned)
+            self._lexical_on = False
+            if learned is not None:
+                with torch.no_grad():
+                    self.residual_weight.copy_(learned)
+
+    def _lexical_features(self, items: torch.Tensor) -> torch.Tensor:
+        """TF-IDF rows of the attached catalogue's text items (image items: 0), built once per store."""
+        store = self.item_encoder.content
+        if self._lexical is None or self._lexical[0] is not store:
+            from transrec.models.heuristics import tfidf_features
+
+            catalog = store.catalog
+            texts = [t if m == "text" else None for t, m in zip(catalog.text[1:], catalog.modality[1:])]
+            self._lexical = (store, tfidf_features(texts).to(self._device()))
+        return self._lexical[1][items]
 
     def _sync_hub_config(self) -> None:
         """Keep the saved config.json in step with the items and item encoder the model has now."""
@@ -255,6 +281,8 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
             vectors = F.normalize(vectors, dim=-1)
         if self.residual_weight is not None:
             vectors = torch.cat([vectors, self._similarity_features(items).to(vectors.dtype)], -1)
+        if self._lexical_on:
+            vectors = torch.cat([vectors, self._lexical_features(items).to(vectors.dtype)], -1)
         return vectors
 
     def user_states(self, hidden: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
@@ -264,6 +292,8 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
         if self.residual_weight is not None:
             last = self._similarity_features(items).to(hidden.dtype)
             hidden = torch.cat([hidden, self.residual_weight.to(hidden.dtype) * last], -1)
+        if self._lexical_on:
+            hidden = torch.cat([hidden, self.transfer_lexical_weight * self._lexical_features(items).to(hidden.dtype)], -1)
         return hidden
 
     def _similarity_features(self, items: torch.Tensor) -> torch.Tensor:

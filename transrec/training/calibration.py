@@ -5,8 +5,12 @@ Training on one catalogue says nothing about that (there, the learned part alway
 target must not be read. So the source is split: a share of its items is held out (a pseudo new
 domain, `data.item_holdout`), a model with the same config is trained on the rest, and the residual
 weight w of `score = learned + w * cos(encoder features of the last item, of the candidate)` is
-chosen by zero-shot NDCG@10 on the held-out items' validation cases. The model trained on the whole
-source then ranks new domains zero-shot with that w (`SequentialRecommender.transfer_residual_weight`).
+chosen by zero-shot NDCG@10 on the held-out items' validation cases. Then, with that w, the weight of
+the lexical term (TF-IDF cosine of the last item's text to each text candidate's) is chosen the same
+way, if the held-out items have text. The model trained on the whole source then ranks new domains
+zero-shot with both (`SequentialRecommender.transfer_residual_weight`, `transfer_lexical_weight`).
+Chosen in sequence, not jointly, so the residual weight (which a fine-tune's epoch 0 also uses) is
+what it would be without the lexical term.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from transrec.errors import ConfigError
 log = logging.getLogger("transrec")
 #: residual weights tried on the held-out items (the learned part's scale is ~10 with cosine scoring)
 WEIGHT_GRID = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 1000.0)
+#: lexical weights tried after it (wide: the residual weight chosen may be anything in WEIGHT_GRID)
+LEXICAL_GRID = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0)
 
 
 def calibrate_residual(cfg: Config, output_dir: str | Path) -> dict:
@@ -53,5 +59,18 @@ def calibrate_residual(cfg: Config, output_dir: str | Path) -> dict:
     best = max(found, key=lambda w: (found[w], -w))
     log.info("transfer calibration on %d held-out items: residual weight %g (held-out valid NDCG@10 by weight: %s)",
              data.num_items, best, ", ".join(f"{w:g}: {v:.4f}" for w, v in found.items()))
-    return {"residual_weight": best, "heldout_share": share, "heldout_items": data.num_items,
-            "heldout_valid_NDCG@10_by_weight": found}
+    out = {"residual_weight": best, "heldout_share": share, "heldout_items": data.num_items,
+           "heldout_valid_NDCG@10_by_weight": found, "lexical_weight": None}
+    if any(m == "text" and t for t, m in zip(data.dataset.items.text[1:], data.dataset.items.modality[1:])):
+        lexical = {}
+        with torch.no_grad():
+            model.residual_weight.fill_(best)
+            for w in LEXICAL_GRID:
+                model.set_transfer_lexical_weight(w)
+                with model.zero_shot_scoring():
+                    lexical[w] = evaluate(model, data.split.valid, cfg.eval, cfg.data.max_len)["NDCG@10"]
+        out["lexical_weight"] = max(lexical, key=lambda w: (lexical[w], -w))
+        out["heldout_valid_NDCG@10_by_lexical_weight"] = lexical
+        log.info("transfer calibration: lexical weight %g (held-out valid NDCG@10 by weight: %s)",
+                 out["lexical_weight"], ", ".join(f"{w:g}: {v:.4f}" for w, v in lexical.items()))
+    return out

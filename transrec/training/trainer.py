@@ -389,8 +389,12 @@ def _train(accelerator: Accelerator, cfg: Config, output_dir: Path, resume: bool
     load_trainable_state(unwrapped, load_weights(best_path), str(best_path))
     best = next(h for h in state.history if h["epoch"] == state.best_epoch)
     valid = {k: best[k] for k in best if "@" in k}
-    return _finish(accelerator, cfg, output_dir, data, unwrapped, valid, test_loader, state, state.elapsed_seconds,
-                   extra)
+    # the starting model kept (epoch 0): test it as it was validated, ranking zero-shot (its lexical term too)
+    kept_start = init_model is not None and state.best_epoch == 0
+    scoring = getattr(unwrapped, "zero_shot_scoring", None) if kept_start else None
+    with scoring() if scoring is not None else contextlib.nullcontext():
+        return _finish(accelerator, cfg, output_dir, data, unwrapped, valid, test_loader, state,
+                       state.elapsed_seconds, extra)
 
 
 def _keep_best(accelerator, model, best_path: Path, state: TrainerState, valid: dict, epoch: int) -> None:
@@ -425,7 +429,9 @@ def _finish(accelerator, cfg: Config, output_dir: Path, data: PreparedData, mode
         pop_test, pop_cold = with_cold_slice(split_ranks(accelerator, popularity, test_loader, cfg), data, cfg.eval.ks)
         metrics["popularity"] = {"test": pop_test, "test_cold_items": pop_cold}
     if "transfer_calibration" in extra:
-        accelerator.unwrap_model(model).set_transfer_residual_weight(extra["transfer_calibration"]["residual_weight"])
+        calibrated = extra["transfer_calibration"]
+        accelerator.unwrap_model(model).set_transfer_residual_weight(calibrated["residual_weight"])
+        accelerator.unwrap_model(model).set_transfer_lexical_weight(calibrated.get("lexical_weight"))
     if accelerator.is_main_process:
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         card = {"title": f"transrec {cfg.model.name} on {data.dataset.name}", "dataset": data.dataset.name,
