@@ -83,11 +83,6 @@ def save_checkpoint(accelerator, checkpoint_dir: Path, state: TrainerState, best
     accelerator.wait_for_everyone()
 
 
-def _model_files(accelerator) -> list[str]:
-    """accelerate's file name for each prepared model's weights in a `save_state` folder."""
-    return ["model.safetensors" if i == 0 else f"model_{i}.safetensors" for i in range(len(accelerator._models))]
-
-
 def find_checkpoint(checkpoint_dir: Path) -> Path | None:
     """The last complete checkpoint, if any (a crash between renames leaves `.latest.old`)."""
     for name in (LATEST, f".{LATEST}.old"):
@@ -97,12 +92,15 @@ def find_checkpoint(checkpoint_dir: Path) -> Path | None:
     return None
 
 
-def load_checkpoint(accelerator, path: Path, best_weights: Path | None = None) -> TrainerState:
+def load_checkpoint(accelerator, path: Path, best_weights: Path | None = None, models: list | None = None
+                    ) -> TrainerState:
     """Restore accelerate's state and return the trainer state; put the checkpoint's best weights
-    back at `best_weights` (a best file written after this checkpoint is not the state's best)."""
-    for model, name in zip(accelerator._models, _model_files(accelerator)):
-        saved = Path(path) / name
-        if saved.is_file():  # what the checkpoint holds must be exactly the model's trainable state
+    back at `best_weights` (a best file written after this checkpoint is not the state's best).
+    `models` (as prepared, in `prepare` order) are checked first: the checkpoint must hold exactly
+    their trainable state, as `drop_frozen_weights` saved it."""
+    for i, model in enumerate(models or []):
+        saved = Path(path) / ("model.safetensors" if i == 0 else f"model_{i}.safetensors")
+        if saved.is_file():
             with safe_open(str(saved), "pt") as f:
                 check_trainable_names(model, set(f.keys()), str(saved))
     accelerator.load_state(str(path), strict=False)  # frozen parameters: as rebuilt

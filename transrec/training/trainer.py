@@ -299,7 +299,7 @@ def _train(accelerator: Accelerator, cfg: Config, output_dir: Path, resume: bool
         if found is None:
             log.warning("--resume: no checkpoint in %s; starting from scratch", checkpoint_dir)
         else:
-            state = load_checkpoint(accelerator, found, best_path)
+            state = load_checkpoint(accelerator, found, best_path, models=trained)
             tracker.keep(state.log_rows)
             log.info("resumed from %s at epoch %d, batch %d (best %s %.4f)", found, state.epoch,
                      state.step_in_epoch, SELECT_METRIC, state.best_metric)
