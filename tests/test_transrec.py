@@ -243,6 +243,10 @@ def test_transfer_calibration_sets_the_zero_shot_residual_weight(tiny_world, tmp
     assert config["transfer_residual_weight"] == calibration["residual_weight"]
     assert calibration["lexical_weight"] in LEXICAL_GRID  # the tiny world has text items
     assert config["transfer_lexical_weight"] == calibration["lexical_weight"]
+    zero_shot = transfer(tmp_path / "model", load_config(None, content_overrides(tiny_world, "B")), "zero_shot",
+                         tmp_path / "zs")
+    assert zero_shot["run"]["transfer_lexical_weight"] == calibration["lexical_weight"]
+    assert zero_shot["run"]["transfer_residual_weight"] == calibration["residual_weight"]
     model = load_model(tmp_path / "model")
     learned = float(model.residual_weight.detach())
     with model.zero_shot_scoring():

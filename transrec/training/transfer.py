@@ -117,7 +117,10 @@ def transfer(source: str | Path | None, cfg: Config, mode: str, output_dir: str 
     metrics = {**rankings, "popularity": _popularity(data, cfg),
                "run": {**extra, "dataset": data.dataset.name, "users": data.split.num_users,
                        "items": data.num_items, "seconds": round(time.time() - start, 2),
-                       "protocol": protocol_text(cfg.eval)}}
+                       "protocol": protocol_text(cfg.eval),
+                       # the calibrated zero-shot weights the ranking used (None: not calibrated / no text)
+                       "transfer_residual_weight": getattr(model, "transfer_residual_weight", None),
+                       "transfer_lexical_weight": getattr(model, "transfer_lexical_weight", None)}}
     (output_dir / "config.yaml").write_text(cfg.to_yaml())
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     card = {"title": f"transrec zero-shot transfer to {data.dataset.name}", "dataset": data.dataset.name,
@@ -144,7 +147,10 @@ def _heuristics(cfg: Config, output_dir: Path, extra: dict) -> dict:
     metrics = {"heuristics": heuristic_baselines(cfg, data), "popularity": _popularity(data, cfg),
                "run": {**extra, "dataset": data.dataset.name, "users": data.split.num_users,
                        "items": data.num_items, "seconds": round(time.time() - start, 2),
-                       "protocol": protocol_text(cfg.eval)}}
+                       "protocol": protocol_text(cfg.eval),
+                       # the calibrated zero-shot weights the ranking used (None: not calibrated / no text)
+                       "transfer_residual_weight": getattr(model, "transfer_residual_weight", None),
+                       "transfer_lexical_weight": getattr(model, "transfer_lexical_weight", None)}}
     (output_dir / "config.yaml").write_text(cfg.to_yaml())
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
