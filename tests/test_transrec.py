@@ -384,3 +384,19 @@ def test_content_run_checkpoints_hold_no_frozen_weight_and_resume_exactly(tiny_w
     assert frozen <= names(tmp_path / "b" / "model" / "model.safetensors")
     with pytest.raises(CheckpointError, match="missing"):
         check_trainable_names(model, set(model.state_dict()) - frozen - {"user_encoder.pos.weight"}, "checkpoint")
+
+
+def test_heuristics_mode_writes_each_training_free_baseline(tiny_world, tmp_path):
+    """`transfer --mode heuristics` needs no source model; its TF-IDF row is the ContentKNN ranking itself."""
+    from transrec.data.pipeline import prepare_data
+    from transrec.evaluation.evaluator import evaluate
+    from transrec.models.heuristics import ContentKNN, tfidf_features
+
+    cfg = load_config(None, content_overrides(tiny_world, "B"))
+    metrics = transfer(None, cfg, "heuristics", tmp_path / "h")
+    assert json.loads((tmp_path / "h" / "metrics.json").read_text())["run"]["mode"] == "heuristics"
+    assert {"tfidf_cosine_last", "tfidf_cosine_last+popularity"} <= set(metrics["heuristics"])
+    data = prepare_data(cfg.data)
+    knn = ContentKNN(tfidf_features(list(data.dataset.items.text[1:])), "last", cfg.data.max_len)
+    expected = evaluate(knn, data.split.test, cfg.eval, cfg.data.max_len)
+    assert metrics["heuristics"]["tfidf_cosine_last"]["test"] == pytest.approx(expected)

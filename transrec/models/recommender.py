@@ -126,6 +126,12 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], where: s
 SCORES = ("dot", "cosine")
 
 
+def lexical_texts(catalog) -> list[str | None]:
+    """The texts the zero-shot lexical term compares, items 1..n: text items' own; image items' none
+    (they are ranked from their pixels, never from a caption)."""
+    return [t if m == "text" else None for t, m in zip(catalog.text[1:], catalog.modality[1:])]
+
+
 class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="transrec", tags=HUB_TAGS):
     """Item encoder + user encoder + scoring, with tied input/output item vectors.
 
@@ -249,9 +255,7 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
         if self._lexical is None or self._lexical[0] is not store:
             from transrec.models.heuristics import tfidf_features
 
-            catalog = store.catalog
-            texts = [t if m == "text" else None for t, m in zip(catalog.text[1:], catalog.modality[1:])]
-            self._lexical = (store, tfidf_features(texts).to(self._device()))
+            self._lexical = (store, tfidf_features(lexical_texts(store.catalog)).to(self._device()))
         return self._lexical[1][items]
 
     def _sync_hub_config(self) -> None:

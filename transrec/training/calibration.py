@@ -47,6 +47,7 @@ def calibrate_residual(cfg: Config, output_dir: str | Path) -> dict:
     held = copy.deepcopy(kept)
     held.data.item_holdout_side = "heldout"
     from transrec.hub import load_model
+    from transrec.models.recommender import lexical_texts
 
     train(kept, Path(output_dir))
     model = load_model(Path(output_dir) / "model")
@@ -62,7 +63,7 @@ def calibrate_residual(cfg: Config, output_dir: str | Path) -> dict:
              data.num_items, best, ", ".join(f"{w:g}: {v:.4f}" for w, v in found.items()))
     out = {"residual_weight": best, "heldout_share": share, "heldout_items": data.num_items,
            "heldout_valid_NDCG@10_by_weight": found, "lexical_weight": None}
-    if any(m == "text" and t for t, m in zip(data.dataset.items.text[1:], data.dataset.items.modality[1:])):
+    if any(lexical_texts(data.dataset.items)):
         lexical = {}
         with torch.no_grad():
             model.residual_weight.fill_(best)

@@ -147,10 +147,7 @@ def _heuristics(cfg: Config, output_dir: Path, extra: dict) -> dict:
     metrics = {"heuristics": heuristic_baselines(cfg, data), "popularity": _popularity(data, cfg),
                "run": {**extra, "dataset": data.dataset.name, "users": data.split.num_users,
                        "items": data.num_items, "seconds": round(time.time() - start, 2),
-                       "protocol": protocol_text(cfg.eval),
-                       # the calibrated zero-shot weights the ranking used (None: not calibrated / no text)
-                       "transfer_residual_weight": getattr(model, "transfer_residual_weight", None),
-                       "transfer_lexical_weight": getattr(model, "transfer_lexical_weight", None)}}
+                       "protocol": protocol_text(cfg.eval)}}
     (output_dir / "config.yaml").write_text(cfg.to_yaml())
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
