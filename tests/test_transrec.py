@@ -229,7 +229,7 @@ def test_item_holdout_splits_the_catalogue_in_two_disjoint_sides(tiny_world):
 def test_transfer_calibration_sets_the_zero_shot_residual_weight(tiny_world, tmp_path):
     """train.transfer_calibration trains on kept items, picks the residual weight on held-out ones, saves it
     in the checkpoint; zero-shot ranking uses it and the learned weight comes back afterwards."""
-    from transrec.training.calibration import LEXICAL_GRID, WEIGHT_GRID
+    from transrec.training.calibration import CONTENT_PRIOR_GRID, LEXICAL_GRID, WEIGHT_GRID
 
     cfg = load_config(None, content_overrides(tiny_world, "A", **{
         "train.epochs": 1, "model.score": "cosine", "model.content_residual": "true",
@@ -247,10 +247,14 @@ def test_transfer_calibration_sets_the_zero_shot_residual_weight(tiny_world, tmp
                          tmp_path / "zs")
     assert zero_shot["run"]["transfer_lexical_weight"] == calibration["lexical_weight"]
     assert zero_shot["run"]["transfer_residual_weight"] == calibration["residual_weight"]
+    assert calibration["content_prior_weight"] in CONTENT_PRIOR_GRID
+    assert len(calibration["heldout_valid_NDCG@10_by_content_prior_weight"]) == len(CONTENT_PRIOR_GRID)
+    assert config["transfer_content_prior_weight"] == calibration["content_prior_weight"]
+    assert zero_shot["run"]["transfer_content_prior_weight"] == calibration["content_prior_weight"]
     model = load_model(tmp_path / "model")
     learned = float(model.residual_weight.detach())
     with model.zero_shot_scoring():
-        assert float(model.residual_weight) == calibration["residual_weight"]
+        assert float(model.residual_weight.detach()) == calibration["residual_weight"]
     assert float(model.residual_weight.detach()) == learned
 
 
@@ -281,6 +285,51 @@ def test_zero_shot_lexical_term_is_tfidf_cosine_to_the_last_text_item(tiny_world
     image = torch.tensor([m == "image" for m in items.modality])
     assert image.any() and torch.allclose(fused[:, image], plain[:, image])
     assert not torch.allclose(fused, plain)
+
+
+def test_content_prior_is_fit_on_the_training_counts_and_adds_w_times_its_prediction(tiny_world, tmp_path):
+    """Training fits the content prior (a ridge regression of standardised log counts on the encoder's
+    pooled features) and saves it; under zero_shot_scoring score = the model's own + w x prior(candidate),
+    the same for every user; outside it nothing changes. A checkpoint saved before the prior loads without one."""
+    import numpy as np
+    from safetensors.torch import load_file, save_file
+
+    from transrec.data.pipeline import prepare_data
+    from transrec.models.content_prior import fit_content_prior, raw_features
+
+    cfg = load_config(None, content_overrides(tiny_world, "A", **{
+        "train.epochs": 1, "model.score": "cosine", "model.content_residual": "true",
+        "model.text_trainable_blocks": 0, "model.image_trainable_blocks": 0, "model.cache_frozen": "true"}))
+    train(cfg, tmp_path)
+    model = load_model(tmp_path / "model").eval()
+    assert model.content_prior_coef.abs().sum() > 0  # fit after training and saved with the weights
+    data = prepare_data(cfg.data)
+    model.attach_content(model.item_encoder.build_content_store(data.dataset.items))
+    items = torch.arange(1, data.num_items + 1)
+    with torch.no_grad():
+        # counts that are a function of the content: the fit must recover their order
+        feats = raw_features(model, items).double().numpy()
+        counts = np.concatenate([[0.0], np.expm1(2.0 + feats @ np.random.default_rng(0).normal(size=feats.shape[1]))
+                                 .clip(0)])
+        assert fit_content_prior(model, counts, ridge=1e-3) > 0.95
+        prior = model.content_prior(torch.arange(data.num_items + 1))
+        assert prior[0] == 0
+        rank = lambda v: np.argsort(np.argsort(v))  # noqa: E731
+        assert np.corrcoef(rank(prior[1:].numpy()), rank(counts[1:]))[0, 1] > 0.9
+        batch = {"items": torch.tensor([[0, 0, 3, 9], [1, 2, 5, 20]])}
+        plain = model.encode_users(batch) @ model.all_item_vectors().T
+        model.set_transfer_content_prior_weight(2.5)
+        with model.zero_shot_scoring():
+            fused = model.encode_users(batch) @ model.all_item_vectors().T
+        after = model.encode_users(batch) @ model.all_item_vectors().T
+    torch.testing.assert_close(fused, plain + 2.5 * prior.unsqueeze(0), rtol=1e-4, atol=1e-4)
+    assert torch.equal(after, plain)
+    # a checkpoint from before the content prior: the same weights without its two tensors
+    weights = tmp_path / "model" / "model.safetensors"
+    state = {k: v for k, v in load_file(weights).items() if not k.startswith("content_prior_")}
+    save_file(state, weights)
+    old = load_model(tmp_path / "model")
+    assert old.content_prior_coef.abs().sum() == 0 and old.content_prior_bias == 0
 
 
 def test_fine_tuning_validates_the_zero_shot_model_as_epoch_0_and_keeps_it_unless_beaten(tiny_world, tmp_path):

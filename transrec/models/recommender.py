@@ -64,6 +64,8 @@ class StrictSafetensorsMixin(PyTorchModelHubMixin):
 # Tensor names that earlier transrec versions wrote, and what they are called now. SASRec's attention
 # became its own sublayer (`attn`), so that model patches can hook it.
 LEGACY_NAMES = [(re.compile(r"^(user_encoder\.blocks\.\d+\.)(qkv|proj)\."), r"\1attn.\2.")]
+#: tensors added after checkpoints were shared; a checkpoint without them loads with their zero default
+CONTENT_PRIOR_NAMES = ("content_prior_coef", "content_prior_bias")
 
 
 def upgrade_state_dict(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
@@ -80,6 +82,9 @@ def upgrade_state_dict(state: dict[str, torch.Tensor], model: nn.Module) -> dict
                     new = candidate
                     break
         out[new] = tensor
+    for name in CONTENT_PRIOR_NAMES:  # saved before the content prior existed: no prior (zeros)
+        if name in expected and name not in out:
+            out[name] = model.state_dict()[name].clone()
     return out
 
 
@@ -145,6 +150,8 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
     `transfer_lexical_weight` x TF-IDF cosine between the last item's text and each text candidate's
     (vocabulary from the catalogue being ranked), the weight chosen on held-out source items: words
     shared by titles/descriptions are a signal a sentence encoder blurs, and it needs no training.
+    And a content prior (`transrec.models.content_prior`): `transfer_content_prior_weight` x how
+    popular items with this content were in the training domain, a regression stored with the model.
     """
 
     def __init__(self, num_items: int, user_encoder: str = "sasrec", item_encoder: str = "id", dim: int = 64,
@@ -152,7 +159,8 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
                  item_encoder_args: dict[str, Any] | None = None, model_type: str = "sequential",
                  mask_token: bool = False, score: str = "dot", content_residual: bool = False,
                  score_scale: float = 10.0, residual_weight: float = 1.0,
-                 transfer_residual_weight: float | None = None, transfer_lexical_weight: float | None = None):
+                 transfer_residual_weight: float | None = None, transfer_lexical_weight: float | None = None,
+                 transfer_content_prior_weight: float | None = None):
         super().__init__()
         if score not in SCORES:
             raise ConfigError(f"model.score must be one of {', '.join(SCORES)}, got {score!r}")
@@ -180,6 +188,12 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
         self.transfer_lexical_weight = transfer_lexical_weight
         self._lexical_on = False  # inside zero_shot_scoring with a lexical weight
         self._lexical: tuple[object, torch.Tensor] | None = None  # (content store, its TF-IDF rows)
+        #: zero-shot ranking: the weight of the content prior (None/0: unused)
+        self.transfer_content_prior_weight = transfer_content_prior_weight
+        self._prior_on = False  # inside zero_shot_scoring with a content prior weight
+        if self.is_content_model:  # the content prior's regression, fit after training (content_prior.py)
+            self.register_buffer("content_prior_coef", torch.zeros(self.item_encoder.feature_dim))
+            self.register_buffer("content_prior_bias", torch.zeros(()))
         if hasattr(self.item_encoder, "config_kwargs") and isinstance(self._hub_mixin_config, dict):
             # content encoders resolve their backbone configs once; save those, so loading never downloads
             self._hub_mixin_config["item_encoder_args"] = self.item_encoder.config_kwargs()
@@ -231,20 +245,26 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
         if isinstance(self._hub_mixin_config, dict):
             self._hub_mixin_config["transfer_lexical_weight"] = self.transfer_lexical_weight
 
+    def set_transfer_content_prior_weight(self, weight: float | None) -> None:
+        self.transfer_content_prior_weight = None if weight is None else float(weight)
+        if isinstance(self._hub_mixin_config, dict):
+            self._hub_mixin_config["transfer_content_prior_weight"] = self.transfer_content_prior_weight
+
     @contextlib.contextmanager
     def zero_shot_scoring(self):
-        """Rank new items as calibrated for transfer: the calibrated residual weight (if any) and the
-        lexical term (if it has a weight); the learned weight comes back afterwards."""
+        """Rank new items as calibrated for transfer: the calibrated residual weight (if any), the
+        lexical term and the content prior (each if it has a weight); the learned weight comes back afterwards."""
         learned = None
         if self.residual_weight is not None and self.transfer_residual_weight is not None:
             learned = self.residual_weight.detach().clone()
             with torch.no_grad():
                 self.residual_weight.fill_(self.transfer_residual_weight)
         self._lexical_on = bool(self.transfer_lexical_weight) and self.is_content_model
+        self._prior_on = bool(self.transfer_content_prior_weight) and self.is_content_model
         try:
             yield self
         finally:
-            self._lexical_on = False
+            self._lexical_on = self._prior_on = False
             if learned is not None:
                 with torch.no_grad():
                     self.residual_weight.copy_(learned)
@@ -257,6 +277,13 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
 
             self._lexical = (store, tfidf_features(lexical_texts(store.catalog)).to(self._device()))
         return self._lexical[1][items]
+
+    def content_prior(self, items: torch.Tensor) -> torch.Tensor:
+        """The content prior's predicted standardised log count of `items` (any shape; padding: 0)."""
+        from transrec.models.content_prior import raw_features
+
+        prior = raw_features(self, items) @ self.content_prior_coef + self.content_prior_bias
+        return prior * (items > 0).to(prior.device, prior.dtype)
 
     def _sync_hub_config(self) -> None:
         """Keep the saved config.json in step with the items and item encoder the model has now."""
@@ -287,6 +314,8 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
             vectors = torch.cat([vectors, self._similarity_features(items).to(vectors.dtype)], -1)
         if self._lexical_on:
             vectors = torch.cat([vectors, self._lexical_features(items).to(vectors.dtype)], -1)
+        if self._prior_on:
+            vectors = torch.cat([vectors, self.content_prior(items).unsqueeze(-1).to(vectors.dtype)], -1)
         return vectors
 
     def user_states(self, hidden: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
@@ -298,6 +327,8 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
             hidden = torch.cat([hidden, self.residual_weight.to(hidden.dtype) * last], -1)
         if self._lexical_on:
             hidden = torch.cat([hidden, self.transfer_lexical_weight * self._lexical_features(items).to(hidden.dtype)], -1)
+        if self._prior_on:
+            hidden = torch.cat([hidden, hidden.new_full((*hidden.shape[:-1], 1), self.transfer_content_prior_weight)], -1)
         return hidden
 
     def _similarity_features(self, items: torch.Tensor) -> torch.Tensor:

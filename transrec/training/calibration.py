@@ -7,10 +7,12 @@ domain, `data.item_holdout`), a model with the same config is trained on the res
 weight w of `score = learned + w * cos(encoder features of the last item, of the candidate)` is
 chosen by zero-shot NDCG@10 on the held-out items' validation cases. Then, with that w, the weight of
 the lexical term (TF-IDF cosine of the last item's text to each text candidate's) is chosen the same
-way, if the held-out items have text. The model trained on the whole source then ranks new domains
-zero-shot with both (`SequentialRecommender.transfer_residual_weight`, `transfer_lexical_weight`).
-Chosen in sequence, not jointly, so the residual weight (which a fine-tune's epoch 0 also uses) is
-what it would be without the lexical term.
+way, if the held-out items have text; then the content prior's (`transrec.models.content_prior`:
+the kept model's regression of its items' popularity on their content, applied to the held-out
+items). The model trained on the whole source then ranks new domains zero-shot with all three
+(`SequentialRecommender.transfer_residual_weight`, `transfer_lexical_weight`,
+`transfer_content_prior_weight`). Chosen in sequence, not jointly, so the residual weight (which a
+fine-tune's epoch 0 also uses) is what it would be without the later terms.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ WEIGHT_GRID = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 1000.0)
 #: lexical weights tried after it (wide: the residual weight may be up to 1000; the largest make it
 #: TF-IDF with the rest breaking ties)
 LEXICAL_GRID = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 20000.0, 1e5)
+#: content prior weights tried last (its values are standardised log counts; the learned part's scale is ~10)
+CONTENT_PRIOR_GRID = (0.0, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0)
 
 
 def calibrate_residual(cfg: Config, output_dir: str | Path) -> dict:
@@ -75,4 +79,16 @@ def calibrate_residual(cfg: Config, output_dir: str | Path) -> dict:
         out["heldout_valid_NDCG@10_by_lexical_weight"] = lexical
         log.info("transfer calibration: lexical weight %g (held-out valid NDCG@10 by weight: %s)",
                  out["lexical_weight"], ", ".join(f"{w:g}: {v:.4f}" for w, v in lexical.items()))
+    model.set_transfer_lexical_weight(out["lexical_weight"])
+    prior = {}
+    with torch.no_grad():
+        model.residual_weight.fill_(best)
+        for w in CONTENT_PRIOR_GRID:
+            model.set_transfer_content_prior_weight(w)
+            with model.zero_shot_scoring():
+                prior[w] = evaluate(model, data.split.valid, cfg.eval, cfg.data.max_len)["NDCG@10"]
+    out["content_prior_weight"] = max(prior, key=lambda w: (prior[w], -w))
+    out["heldout_valid_NDCG@10_by_content_prior_weight"] = prior
+    log.info("transfer calibration: content prior weight %g (held-out valid NDCG@10 by weight: %s)",
+             out["content_prior_weight"], ", ".join(f"{w:g}: {v:.4f}" for w, v in prior.items()))
     return out

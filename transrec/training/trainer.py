@@ -387,6 +387,11 @@ def _train(accelerator: Accelerator, cfg: Config, output_dir: Path, resume: bool
     accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model)
     load_trainable_state(unwrapped, load_weights(best_path), str(best_path))
+    if init_model is None and hasattr(unwrapped, "content_prior_coef"):
+        # what content says about popularity in this domain, for ranking a new one zero-shot (content_prior.py)
+        from transrec.models.content_prior import fit_content_prior
+
+        fit_content_prior(unwrapped, data.item_counts())
     best = next(h for h in state.history if h["epoch"] == state.best_epoch)
     valid = {k: best[k] for k in best if "@" in k}
     # the starting model kept (epoch 0): test it as it was validated, ranking zero-shot (its lexical term too)
@@ -432,6 +437,7 @@ def _finish(accelerator, cfg: Config, output_dir: Path, data: PreparedData, mode
         calibrated = extra["transfer_calibration"]
         accelerator.unwrap_model(model).set_transfer_residual_weight(calibrated["residual_weight"])
         accelerator.unwrap_model(model).set_transfer_lexical_weight(calibrated.get("lexical_weight"))
+        accelerator.unwrap_model(model).set_transfer_content_prior_weight(calibrated.get("content_prior_weight"))
     if accelerator.is_main_process:
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         card = {"title": f"transrec {cfg.model.name} on {data.dataset.name}", "dataset": data.dataset.name,

@@ -120,7 +120,8 @@ def transfer(source: str | Path | None, cfg: Config, mode: str, output_dir: str 
                        "protocol": protocol_text(cfg.eval),
                        # the calibrated zero-shot weights the ranking used (None: not calibrated / no text)
                        "transfer_residual_weight": getattr(model, "transfer_residual_weight", None),
-                       "transfer_lexical_weight": getattr(model, "transfer_lexical_weight", None)}}
+                       "transfer_lexical_weight": getattr(model, "transfer_lexical_weight", None),
+                       "transfer_content_prior_weight": getattr(model, "transfer_content_prior_weight", None)}}
     (output_dir / "config.yaml").write_text(cfg.to_yaml())
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     card = {"title": f"transrec zero-shot transfer to {data.dataset.name}", "dataset": data.dataset.name,
