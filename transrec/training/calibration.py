@@ -42,7 +42,6 @@ CONTENT_PRIOR_GRID = (0.0, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0)
 def calibrate_residual(cfg: Config, output_dir: str | Path) -> dict:
     """Train on the kept items, pick the residual weight on the held-out ones -> {"residual_weight", ...}."""
     from transrec.data.pipeline import prepare_data
-    from transrec.evaluation.evaluator import evaluate
     from transrec.training.trainer import train
 
     if not cfg.model.content_residual:
@@ -60,38 +59,31 @@ def calibrate_residual(cfg: Config, output_dir: str | Path) -> dict:
     model = load_model(Path(output_dir) / "model")
     data = prepare_data(held.data)
     model.attach_content(model.item_encoder.build_content_store(data.dataset.items, cfg.data.on_bad_content))
-    found = {}
-    with torch.no_grad():
-        for w in WEIGHT_GRID:
-            model.residual_weight.fill_(w)
-            found[w] = evaluate(model, data.split.valid, cfg.eval, cfg.data.max_len)["NDCG@10"]
-    best = max(found, key=lambda w: (found[w], -w))
-    log.info("transfer calibration on %d held-out items: residual weight %g (held-out valid NDCG@10 by weight: %s)",
-             data.num_items, best, ", ".join(f"{w:g}: {v:.4f}" for w, v in found.items()))
+    # the kept model has no calibrated weights yet, so zero_shot_scoring adds only the term being swept
+    best, found = _sweep(model, WEIGHT_GRID, model.residual_weight.fill_, data, cfg, "residual")
     out = {"residual_weight": best, "heldout_share": share, "heldout_items": data.num_items,
            "heldout_valid_NDCG@10_by_weight": found, "lexical_weight": None}
     if any(lexical_texts(data.dataset.items)):
-        lexical = {}
-        with torch.no_grad():
-            model.residual_weight.fill_(best)
-            for w in LEXICAL_GRID:
-                model.set_transfer_lexical_weight(w)
-                with model.zero_shot_scoring():
-                    lexical[w] = evaluate(model, data.split.valid, cfg.eval, cfg.data.max_len)["NDCG@10"]
-        out["lexical_weight"] = max(lexical, key=lambda w: (lexical[w], -w))
-        out["heldout_valid_NDCG@10_by_lexical_weight"] = lexical
-        log.info("transfer calibration: lexical weight %g (held-out valid NDCG@10 by weight: %s)",
-                 out["lexical_weight"], ", ".join(f"{w:g}: {v:.4f}" for w, v in lexical.items()))
-    model.set_transfer_lexical_weight(out["lexical_weight"])
-    prior = {}
-    with torch.no_grad():
-        model.residual_weight.fill_(best)
-        for w in CONTENT_PRIOR_GRID:
-            model.set_transfer_content_prior_weight(w)
-            with model.zero_shot_scoring():
-                prior[w] = evaluate(model, data.split.valid, cfg.eval, cfg.data.max_len)["NDCG@10"]
-    out["content_prior_weight"] = max(prior, key=lambda w: (prior[w], -w))
-    out["heldout_valid_NDCG@10_by_content_prior_weight"] = prior
-    log.info("transfer calibration: content prior weight %g (held-out valid NDCG@10 by weight: %s)",
-             out["content_prior_weight"], ", ".join(f"{w:g}: {v:.4f}" for w, v in prior.items()))
+        out["lexical_weight"], out["heldout_valid_NDCG@10_by_lexical_weight"] = _sweep(
+            model, LEXICAL_GRID, model.set_transfer_lexical_weight, data, cfg, "lexical")
+    out["content_prior_weight"], out["heldout_valid_NDCG@10_by_content_prior_weight"] = _sweep(
+        model, CONTENT_PRIOR_GRID, model.set_transfer_content_prior_weight, data, cfg, "content prior")
     return out
+
+
+def _sweep(model, grid: tuple[float, ...], set_weight, data, cfg: Config, term: str) -> tuple[float, dict]:
+    """Zero-shot held-out valid NDCG@10 for each weight of `term` -> (the best, the smallest on ties; all).
+    The best weight is left set, so the next term is swept on top of it."""
+    from transrec.evaluation.evaluator import evaluate
+
+    found = {}
+    with torch.no_grad():
+        for w in grid:
+            set_weight(w)
+            with model.zero_shot_scoring():
+                found[w] = evaluate(model, data.split.valid, cfg.eval, cfg.data.max_len)["NDCG@10"]
+        best = max(found, key=lambda w: (found[w], -w))
+        set_weight(best)
+    log.info("transfer calibration on %d held-out items: %s weight %g (held-out valid NDCG@10 by weight: %s)",
+             data.num_items, term, best, ", ".join(f"{w:g}: {v:.4f}" for w, v in found.items()))
+    return best, found
