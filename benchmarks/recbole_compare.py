@@ -203,14 +203,16 @@ def _metrics(d: dict) -> dict:
 
 
 def run_recbole(py: Path, model: str, seed: int, budget_min: float | None, work: Path, threads: int | None = None,
-                resume: bool = False) -> dict:
+                resume: bool = False, batch_size: int | None = None) -> dict:
     """One RecBole run in its own venv. resume=True keeps the run folder, so an interrupted run continues from
-    its last validated epoch (the driver checkpoints every epoch)."""
-    out = work / f"recbole-{model}-seed{seed}"
+    its last validated epoch (the driver checkpoints every epoch). `batch_size`: RecBole's train_batch_size
+    (None = its default, 2048)."""
+    out = work / f"recbole-{model}-seed{seed}{f'-b{batch_size}' if batch_size else ''}"
+    config = {**RECBOLE_CONFIG[model], **({"train_batch_size": batch_size} if batch_size else {})}
     if not resume:
         shutil.rmtree(out, ignore_errors=True)
     args = {"model": MODELS[model], "seed": seed, "budget_s": budget_min * 60 if budget_min is not None else 1e12,
-            "stopping_step": PATIENCE, "config": RECBOLE_CONFIG[model], **({"threads": threads} if threads else {})}
+            "stopping_step": PATIENCE, "config": config, **({"threads": threads} if threads else {})}
     code, wall, peak, cpu = run_process([str(py), str(DRIVER), "train", str(out), json.dumps(args)],
                                         out.parent / f"{out.name}.log")
     if code:
@@ -357,6 +359,11 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     ap.add_argument("--seeds", type=int, default=3, help="seeds for ours (42, 43, ...)")
     ap.add_argument("--recbole-seeds", type=int, default=1, help="seeds for RecBole (2020, 2021, ...)")
+    ap.add_argument("--recbole-first-seed", type=int, default=2020, help="RecBole's first seed")
+    ap.add_argument("--recbole-batch", type=int, default=None, help="RecBole's train_batch_size (default: its 2048)")
+    ap.add_argument("--lanes", type=int, default=1,
+                    help="run the jobs in this many parallel lanes (with --threads 1, one per core); "
+                         "--side-by-side instead gives each library its own lane")
     ap.add_argument("--threads", type=int, default=None, help="torch threads per run (default: torch's)")
     ap.add_argument("--side-by-side", action="store_true",
                     help="run RecBole's jobs and ours at the same time, one lane each (use with --threads 1 on 2 "
@@ -372,6 +379,7 @@ def main() -> None:
     args.work_dir.mkdir(parents=True, exist_ok=True)
     report = {"meta": {"budget_minutes": budget, "cpu": _cpu(), "torch": torch.__version__,
                        "threads": args.threads or torch.get_num_threads(), "side_by_side": args.side_by_side,
+                       "lanes": args.lanes, "recbole_batch": args.recbole_batch,
                        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
                        "command": "python benchmarks/recbole_compare.py " + " ".join(sys.argv[1:])},
               "runs": [], "summary": {},
@@ -385,6 +393,11 @@ def main() -> None:
                         "inflated.",
                         "RecBole reads the exact-time copy of its ml-100k (see the protocol check), so both "
                         "libraries train and test on exactly the same cases."]}
+    if args.recbole_batch:
+        report["notes"].append(f"RecBole's train_batch_size here: {args.recbole_batch} (not its default 2048).")
+    if args.lanes > 1:
+        report["notes"].append(f"{args.lanes} runs at a time (one lane each, {report['meta']['threads']} thread(s) "
+                               "per run).")
     if args.side_by_side:
         report["notes"].append("Side by side: RecBole's runs and ours ran at the same time, one lane each, "
                                f"{report['meta']['threads']} thread(s) per run, so both saw the same machine load.")
@@ -398,13 +411,15 @@ def main() -> None:
 
     def job(model: str, lib: str, seed: int) -> None:
         print(f"{time.strftime('%H:%M:%S')} {lib} {model} seed {seed} ...", flush=True)
-        record = args.work_dir / f"{'ours' if lib == 'transrec' else 'recbole'}-{model}-seed{seed}.json"
+        batch = f"-b{args.recbole_batch}" if lib != "transrec" and args.recbole_batch else ""
+        record = args.work_dir / f"{'ours' if lib == 'transrec' else 'recbole'}-{model}-seed{seed}{batch}.json"
         if args.reuse and record.exists() and json.loads(record.read_text())["budget_minutes"] == budget:
             r = json.loads(record.read_text())
         else:
             try:
                 r = (run_ours(model, seed, budget, args.work_dir, args.threads) if lib == "transrec"
-                     else run_recbole(py, model, seed, budget, args.work_dir, args.threads, resume=args.converged))
+                     else run_recbole(py, model, seed, budget, args.work_dir, args.threads, resume=args.converged,
+                                       batch_size=args.recbole_batch))
             except RuntimeError as e:  # keep going: the other runs still give results
                 print(f"  FAILED: {e}", flush=True)
                 with lock:
@@ -424,9 +439,14 @@ def main() -> None:
             write_outputs(report, args.stem)
 
     lanes = {"transrec": [(m, "transrec", 42 + i) for m in args.models for i in range(args.seeds)],
-             "RecBole 1.2.1": [(m, "RecBole 1.2.1", 2020 + i) for m in args.models for i in range(args.recbole_seeds)]}
+             "RecBole 1.2.1": [(m, "RecBole 1.2.1", args.recbole_first_seed + i) for m in args.models
+                               for i in range(args.recbole_seeds)]}
     run_lane = lambda jobs: [job(*j) for j in jobs]  # noqa: E731
-    if args.side_by_side:
+    if args.lanes > 1:
+        jobs = [j for lane in lanes.values() for j in lane]
+        with ThreadPoolExecutor(args.lanes) as pool:
+            list(pool.map(lambda j: job(*j), jobs))
+    elif args.side_by_side:
         with ThreadPoolExecutor(2) as pool:
             list(pool.map(run_lane, lanes.values()))
     else:
