@@ -189,3 +189,15 @@ def test_training_options_accumulation_bf16_tensorboard_sampled(tiny_world, tmp_
     assert "LEGACY sampled" in (tmp_path / "model" / "README.md").read_text()
     assert any(p.name.startswith("events.out.tfevents") for p in tmp_path.rglob("*"))
     assert 0 < result.metrics["test"]["HR@20"] <= 1
+
+
+def test_min_epochs_holds_off_early_stopping(tiny_world, tmp_path):
+    """lr 1e-30 (no weight moves): validation never improves after epoch 1, so patience 1 stops at epoch 2 unless
+    train.min_epochs says to wait."""
+    def epochs_run(out, **extra):
+        cfg = load_config(None, tiny_overrides(tiny_world, **{"train.epochs": 8, "train.lr": 1e-30,
+                                                              "train.patience": 1, **extra}))
+        return train(cfg, out).metrics["run"]["epochs_run"]
+
+    assert epochs_run(tmp_path / "plain") == 2
+    assert epochs_run(tmp_path / "waits", **{"train.min_epochs": 5}) == 5

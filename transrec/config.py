@@ -89,6 +89,7 @@ class TrainConfig:
     clip_grad_norm: float = 1.0  # 0 = off
     mixed_precision: str = "no"  # no | bf16 | fp16 (bf16/fp16 only where the device supports it)
     patience: int = 10  # evaluations without a better valid NDCG@10 before stopping
+    min_epochs: int = 0  # early stopping waits at least this many epochs (tiny training sets: a few steps per epoch)
     eval_every: int = 1  # epochs between validations
     select_initial: bool = True  # transfer (a given starting model): its zero-shot scoring is validated as epoch 0 and kept if no trained epoch beats it (patience counts trained epochs only)
     checkpoint_every: int = 0  # optimizer steps between save_state checkpoints (0 = each epoch)

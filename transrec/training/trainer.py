@@ -376,7 +376,7 @@ def _train(accelerator: Accelerator, cfg: Config, output_dir: Path, resume: bool
                                 step=state.global_step)
             log.info("epoch %d: loss %.4f, valid NDCG@10 %.4f HR@10 %.4f%s (%.0fs)", epoch + 1, epoch_loss,
                      valid["NDCG@10"], valid["HR@10"], " *" if improved else "", seconds)
-            if state.bad_evals >= cfg.train.patience:
+            if state.bad_evals >= cfg.train.patience and epoch + 1 >= cfg.train.min_epochs:
                 log.info("early stop: no better valid %s for %d evaluations", SELECT_METRIC, state.bad_evals)
                 stop = True
         state.elapsed_seconds, state.log_rows = time.time() - start, tracker.rows
