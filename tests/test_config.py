@@ -272,3 +272,25 @@ def test_study_id_reference_uses_the_converged_sasrec_recipe():
                           ("data", ("train_stride",)), ("train", ("objective", "patience", "lr", "batch_size"))):
         for key in keys:
             assert getattr(getattr(reference, section), key) == getattr(getattr(recipe, section), key), (section, key)
+
+
+def test_image_items_config_is_the_benchmarked_id_image_recipe(monkeypatch):
+    """configs/image_items.yaml is the id+image row of benchmarks/image_in_domain.py (the one
+    image_data_share.py measures against ID SASRec), so the shipped recipe cannot drift from it."""
+    import argparse
+    import sys
+    from pathlib import Path
+
+    from transrec.config import load_config
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.syspath_prepend(str(root / "benchmarks"))
+    sys.modules.pop("image_in_domain", None)
+    import image_in_domain
+
+    args = argparse.Namespace(image_size=128, epochs=150, patience=10, min_epochs=30, train_fraction=1.0)
+    benchmarked = image_in_domain.config(image_in_domain.TRAINED["id+image"], args, 42).to_dict()
+    shipped = load_config(str(root / "configs" / "image_items.yaml"), []).to_dict()
+    for section in ("data", "model", "train"):
+        for key in set(benchmarked[section]) - {"progress"}:
+            assert shipped[section][key] == benchmarked[section][key], (section, key)
