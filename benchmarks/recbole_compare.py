@@ -202,12 +202,17 @@ def _metrics(d: dict) -> dict:
     return d.get("test", d.get("metrics", d))
 
 
+def recbole_run_name(model: str, seed: int, batch_size: int | None) -> str:
+    """Run folder / record name of one RecBole run (its batch in the name unless RecBole's default)."""
+    return f"recbole-{model}-seed{seed}{f'-b{batch_size}' if batch_size else ''}"
+
+
 def run_recbole(py: Path, model: str, seed: int, budget_min: float | None, work: Path, threads: int | None = None,
                 resume: bool = False, batch_size: int | None = None) -> dict:
     """One RecBole run in its own venv. resume=True keeps the run folder, so an interrupted run continues from
     its last validated epoch (the driver checkpoints every epoch). `batch_size`: RecBole's train_batch_size
     (None = its default, 2048)."""
-    out = work / f"recbole-{model}-seed{seed}{f'-b{batch_size}' if batch_size else ''}"
+    out = work / recbole_run_name(model, seed, batch_size)
     config = {**RECBOLE_CONFIG[model], **({"train_batch_size": batch_size} if batch_size else {})}
     if not resume:
         shutil.rmtree(out, ignore_errors=True)
@@ -411,8 +416,8 @@ def main() -> None:
 
     def job(model: str, lib: str, seed: int) -> None:
         print(f"{time.strftime('%H:%M:%S')} {lib} {model} seed {seed} ...", flush=True)
-        batch = f"-b{args.recbole_batch}" if lib != "transrec" and args.recbole_batch else ""
-        record = args.work_dir / f"{'ours' if lib == 'transrec' else 'recbole'}-{model}-seed{seed}{batch}.json"
+        name = f"ours-{model}-seed{seed}" if lib == "transrec" else recbole_run_name(model, seed, args.recbole_batch)
+        record = args.work_dir / f"{name}.json"
         if args.reuse and record.exists() and json.loads(record.read_text())["budget_minutes"] == budget:
             r = json.loads(record.read_text())
         else:

@@ -52,7 +52,8 @@ FORMATS: dict[str, Callable[[str], str]] = {
 
 def reformatted(data, fmt: Callable[[str], str]):
     """`data` with every item text rewritten by `fmt` (interactions and split untouched)."""
-    items = dataclasses.replace(data.dataset.items, text=[None if t is None else fmt(t) for t in data.dataset.items.text])
+    texts = [None if t is None else fmt(t) for t in data.dataset.items.text]
+    items = dataclasses.replace(data.dataset.items, text=texts)
     return dataclasses.replace(data, dataset=dataclasses.replace(data.dataset, items=items))
 
 
@@ -104,7 +105,8 @@ def _mean_std(values: list[float]) -> str:
 
 def markdown(result: dict, command: str, seeds: int) -> str:
     pop = result["popularity"]
-    lines = ["| target item text | example | zero-shot | × pop. | zero-shot, prior off | × pop. | best content heuristic | × pop. |",
+    lines = ["| target item text | example | zero-shot | × pop. | zero-shot, prior off | × pop. "
+             "| best content heuristic | × pop. |",
              "|---|---|---:|---:|---:|---:|---|---:|"]
     for name, r in result["formats"].items():
         best = r["heuristics"][r["best_heuristic"]]
@@ -125,12 +127,11 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(result["formats"])
-    pop = result["popularity"]
-    series = {"zero-shot": [statistics.mean(result["formats"][n]["zero_shot"]) / pop for n in names],
-              "zero-shot, prior off": [statistics.mean(result["formats"][n]["zero_shot_no_prior"]) / pop for n in names],
-              "best content heuristic": [result["formats"][n]["heuristics"][result["formats"][n]["best_heuristic"]] / pop
-                                         for n in names]}
+    rows, pop = result["formats"], result["popularity"]
+    names = list(rows)
+    series = {"zero-shot": [statistics.mean(rows[n]["zero_shot"]) / pop for n in names],
+              "zero-shot, prior off": [statistics.mean(rows[n]["zero_shot_no_prior"]) / pop for n in names],
+              "best content heuristic": [rows[n]["heuristics"][rows[n]["best_heuristic"]] / pop for n in names]}
     fig, ax = plt.subplots(figsize=(7.5, 4))
     width = 0.27
     for i, (label, values) in enumerate(series.items()):
