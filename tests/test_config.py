@@ -294,3 +294,19 @@ def test_image_items_config_is_the_benchmarked_id_image_recipe(monkeypatch):
     for section in ("data", "model", "train"):
         for key in set(benchmarked[section]) - {"progress"}:
             assert shipped[section][key] == benchmarked[section][key], (section, key)
+
+
+def test_id_content_config_is_the_measured_recipe():
+    """configs/ml100k_id_content_minilm.yaml is the in-domain id+content run that benchmarks/README.md reports
+    (the transfer config with the ID recipe's overrides), so the shipped file cannot drift from the measured one."""
+    from pathlib import Path
+
+    from transrec.config import load_config
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    measured = load_config(str(root / "ml100k_transrec_minilm.yaml"), [
+        "model.id_embedding=true", "train.transfer_calibration=0", "data.train_stride=10", "model.dropout=0.5",
+        "train.patience=20", "model.score=dot", "model.content_residual=false"]).to_dict()
+    shipped = load_config(str(root / "ml100k_id_content_minilm.yaml"), []).to_dict()
+    for section in ("data", "model", "train", "eval"):
+        assert shipped[section] == measured[section], section
