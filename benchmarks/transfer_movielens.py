@@ -1,6 +1,6 @@
 """Transfer to a real new domain: MovieLens-100k movies from 1994 on (source) -> the older ones (target).
 
-    python benchmarks/transfer_movielens.py [--seeds 0 1 2] [--fractions 0.05 0.2 1.0]
+    python benchmarks/transfer_movielens.py [--seeds 0 1 2] [--fractions 0.05 0.2 1.0] [--direction reverse]
 
 Source and target are disjoint item sets of real data (`data.era_split=1994`); each user's target
 sequence is their older-movie ratings in time order. All rows are scored on the same target test
@@ -14,8 +14,10 @@ cases (leave-one-out, exact full ranking over the 563 target movies, history exc
 - fine-tune and id+content fine-tune from the source model, and an ID SASRec trained on the target,
   each with 5% / 20% / 100% of the target's users training (all users evaluated).
 
-Seeds vary the source model and the target-side runs. Resumable: a finished run is not rerun.
-Writes benchmarks/results/transfer_movielens.{md,json,png}.
+`--direction reverse` swaps the sides (source: the older movies, target: those from 1994 on), which is
+how a model trained on ML-100k meets a newer catalogue; `--fractions` with no value skips the trained
+rows. Seeds vary the source model and the target-side runs. Resumable: a finished run is not rerun.
+Writes benchmarks/results/transfer_movielens[_reverse].{md,json,png}.
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ SOURCE_CFG = ROOT / "configs" / "ml100k_era_source.yaml"
 TARGET_CFG = ROOT / "configs" / "ml100k_era_target.yaml"
 TRAINED = ("fine_tune", "fine_tune_id", "id_sasrec")
 KEY = "NDCG@10"
+#: direction -> (source domain, target domain, the table's caption)
+DIRECTIONS = {"forward": ("from1994", "before1994", "Target: MovieLens-100k movies before 1994 (563 items), "
+                                                    "source: movies from 1994 on"),
+              "reverse": ("before1994", "from1994", "Target: MovieLens-100k movies from 1994 on (1,119 items), "
+                                                    "source: movies before 1994")}
 
 
 def done(out: Path) -> dict | None:
@@ -39,22 +46,24 @@ def done(out: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def run_seed(seed: int, fractions: list[float], runs: Path) -> dict:
+def run_seed(seed: int, fractions: list[float], runs: Path, direction: str) -> dict:
     from transrec.config import load_config
     from transrec.training.study import id_config
     from transrec.training.trainer import train
     from transrec.training.transfer import transfer
 
+    source_domain, target_domain, _ = DIRECTIONS[direction]
     source = runs / f"source-seed{seed}"
     if done(source) is None:
-        train(load_config(str(SOURCE_CFG), [f"train.seed={seed}"]), source)
+        train(load_config(str(SOURCE_CFG), [f"train.seed={seed}", f"data.domain={source_domain}"]), source)
+    target = [f"data.domain={target_domain}"]
     zs_out = runs / f"zero_shot-seed{seed}"
-    zs = done(zs_out) or transfer(source / "model", load_config(str(TARGET_CFG), []), "zero_shot", zs_out)
+    zs = done(zs_out) or transfer(source / "model", load_config(str(TARGET_CFG), target), "zero_shot", zs_out)
     row = {"source_test": done(source)["test"], "zero_shot": zs["test"],
            "zero_shot_with_popularity": zs["zero_shot_with_popularity"]["test"],
            "prior_weight": zs["zero_shot_with_popularity"]["prior_weight"], "popularity": zs["popularity"]["test"]}
     for fraction in fractions:
-        common = [f"data.train_fraction={fraction}", f"train.seed={seed}"]
+        common = target + [f"data.train_fraction={fraction}", f"train.seed={seed}"]
         for method in TRAINED:
             out = runs / f"{method}-{fraction}-seed{seed}"
             metrics = done(out)
@@ -69,16 +78,17 @@ def run_seed(seed: int, fractions: list[float], runs: Path) -> dict:
     return row
 
 
-def heuristics(runs: Path) -> dict:
+def heuristics(runs: Path, direction: str) -> dict:
     from transrec.config import load_config
     from transrec.training.transfer import transfer
 
     out = runs / "heuristics"
-    metrics = done(out) or transfer(None, load_config(str(TARGET_CFG), []), "heuristics", out)
+    cfg = load_config(str(TARGET_CFG), [f"data.domain={DIRECTIONS[direction][1]}"])
+    metrics = done(out) or transfer(None, cfg, "heuristics", out)
     return {name: r["test"] for name, r in metrics["heuristics"].items()}
 
 
-def summarise(rows: list[dict], heur: dict, fractions: list[float]) -> tuple[str, dict]:
+def summarise(rows: list[dict], heur: dict, fractions: list[float], direction: str) -> tuple[str, dict]:
     def stats(name: str) -> tuple[float, float]:
         values = [r[name][KEY] for r in rows if name in r]
         return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
@@ -93,9 +103,9 @@ def summarise(rows: list[dict], heur: dict, fractions: list[float]) -> tuple[str
     for method in TRAINED:
         for f in fractions:
             table[f"{method}@{f}"] = stats(f"{method}@{f}")
-    lines = [f"Target: MovieLens-100k movies before 1994 (563 items), source: movies from 1994 on; "
-             f"test {KEY}, mean ± std over {len(rows)} seed(s) "
-             f"(`python benchmarks/transfer_movielens.py`)", "",
+    flag = "" if direction == "forward" else f" --direction {direction} --fractions"
+    lines = [f"{DIRECTIONS[direction][2]}; test {KEY}, mean ± std over {len(rows)} seed(s) "
+             f"(`python benchmarks/transfer_movielens.py{flag}`)", "",
              f"| method | {KEY} | × popularity |", "|---|---:|---:|"]
     for name, (mean, std) in table.items():
         lines.append(f"| {name} | {mean:.4f} ± {std:.4f} | {mean / pop:.2f} |")
@@ -109,6 +119,15 @@ def plot(summary: dict, fractions: list[float], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
+    if not fractions:  # zero-shot and the training-free rows only: one bar each
+        names = list(summary)
+        ax.barh(names, [summary[n]["mean"] for n in names], xerr=[summary[n]["std"] for n in names], capsize=2)
+        ax.invert_yaxis()
+        ax.set_xlabel(f"test {KEY}")
+        ax.tick_params(labelsize=6)
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        return
     xs = [100 * f for f in fractions]
     for method in TRAINED:
         ys = [summary[f"{method}@{f}"]["mean"] for f in fractions]
@@ -129,17 +148,19 @@ def plot(summary: dict, fractions: list[float], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--fractions", type=float, nargs="+", default=[0.05, 0.2, 1.0])
-    parser.add_argument("--runs", default=str(ROOT / "runs" / "transfer_movielens"))
-    parser.add_argument("--stem", default="transfer_movielens")
+    parser.add_argument("--fractions", type=float, nargs="*", default=[0.05, 0.2, 1.0])
+    parser.add_argument("--direction", choices=sorted(DIRECTIONS), default="forward")
+    parser.add_argument("--runs", default=None, help="default: runs/transfer_movielens[_reverse]")
+    parser.add_argument("--stem", default=None, help="default: transfer_movielens[_reverse]")
     args = parser.parse_args()
-    runs = Path(args.runs)
-    heur = heuristics(runs)
+    stem = args.stem or ("transfer_movielens" + ("" if args.direction == "forward" else f"_{args.direction}"))
+    runs = Path(args.runs or ROOT / "runs" / stem)
+    heur = heuristics(runs, args.direction)
     rows = []
     for seed in args.seeds:
-        rows.append(run_seed(seed, args.fractions, runs))
-        text, summary = summarise(rows, heur, args.fractions)
-        write_results(args.stem, text, {"summary": summary, "rows": rows, "heuristics": heur},
+        rows.append(run_seed(seed, args.fractions, runs, args.direction))
+        text, summary = summarise(rows, heur, args.fractions, args.direction)
+        write_results(stem, text, {"summary": summary, "rows": rows, "heuristics": heur},
                       lambda path: plot(summary, args.fractions, path))
         print(text, flush=True)
 
