@@ -46,17 +46,21 @@ def done(out: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def target_overrides(direction: str) -> list[str]:
+    return [f"data.domain={DIRECTIONS[direction][1]}"]
+
+
 def run_seed(seed: int, fractions: list[float], runs: Path, direction: str) -> dict:
     from transrec.config import load_config
     from transrec.training.study import id_config
     from transrec.training.trainer import train
     from transrec.training.transfer import transfer
 
-    source_domain, target_domain, _ = DIRECTIONS[direction]
+    source_domain = DIRECTIONS[direction][0]
     source = runs / f"source-seed{seed}"
     if done(source) is None:
         train(load_config(str(SOURCE_CFG), [f"train.seed={seed}", f"data.domain={source_domain}"]), source)
-    target = [f"data.domain={target_domain}"]
+    target = target_overrides(direction)
     zs_out = runs / f"zero_shot-seed{seed}"
     zs = done(zs_out) or transfer(source / "model", load_config(str(TARGET_CFG), target), "zero_shot", zs_out)
     row = {"source_test": done(source)["test"], "zero_shot": zs["test"],
@@ -83,7 +87,7 @@ def heuristics(runs: Path, direction: str) -> dict:
     from transrec.training.transfer import transfer
 
     out = runs / "heuristics"
-    cfg = load_config(str(TARGET_CFG), [f"data.domain={DIRECTIONS[direction][1]}"])
+    cfg = load_config(str(TARGET_CFG), target_overrides(direction))
     metrics = done(out) or transfer(None, cfg, "heuristics", out)
     return {name: r["test"] for name, r in metrics["heuristics"].items()}
 
