@@ -229,6 +229,36 @@ def test_frozen_bottom_cache_matches_the_uncached_path(catalog, tmp_path, blocks
     assert cached.frozen_cache("bottom").values is None and cached.frozen_cache("pooled").values is None
 
 
+def test_length_buckets_give_the_unbucketed_features_and_gradients(catalog, tmp_path):
+    """Many items at once are encoded in buckets sorted by text length, each cut to its longest text;
+    values and gradients are those of one padded batch, in the caller's order."""
+    torch.manual_seed(0)
+    enc = TextItemEncoder(catalog.num_items, DIM, trainable_blocks=1, pooling="mean")
+    _store(enc, catalog, tmp_path)
+    enc.eval()
+    items = torch.randperm(catalog.num_items)[:40] + 1
+    lengths = enc.content.text_inputs(items)["attention_mask"].sum(1)
+    assert len(set(lengths.tolist())) > 1  # texts of several lengths, or the test shows nothing
+    enc.length_bucket = 7
+    calls = []
+    real = enc._pooled_bucket
+    enc._pooled_bucket = lambda rows: calls.append(rows) or real(rows)
+    bucketed = enc.content_features(items)
+    bucketed.pow(2).sum().backward()
+    grads = {n: p.grad.clone() for n, p in enc.named_parameters() if p.grad is not None}
+    assert any(n.startswith("backbone.encoder.layer.") for n in grads)  # the top block's
+    enc.zero_grad()
+    assert len(calls) == 6 and sorted(torch.cat(calls).tolist()) == sorted(items.tolist())
+    bucket_lengths = [enc.content.text_inputs(rows)["attention_mask"].sum(1) for rows in calls]
+    assert all(a.max() <= b.min() for a, b in zip(bucket_lengths, bucket_lengths[1:]))  # sorted by length
+    enc.length_bucket = 10**6
+    whole = enc.content_features(items)
+    whole.pow(2).sum().backward()
+    torch.testing.assert_close(bucketed, whole, rtol=1e-5, atol=1e-6)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, dict(enc.named_parameters())[name].grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
 def test_gradient_checkpointing_gives_the_same_result(catalog, tmp_path):
     torch.manual_seed(0)
     plain = TextItemEncoder(catalog.num_items, DIM, trainable_blocks=2)

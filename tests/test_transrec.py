@@ -449,3 +449,32 @@ def test_heuristics_mode_writes_each_training_free_baseline(tiny_world, tmp_path
     knn = ContentKNN(tfidf_features(list(data.dataset.items.text[1:])), "last", cfg.data.max_len)
     expected = evaluate(knn, data.split.test, cfg.eval, cfg.data.max_len)
     assert metrics["heuristics"]["tfidf_cosine_last"]["test"] == pytest.approx(expected)
+
+
+def test_fine_tune_can_train_the_top_text_block_of_a_model_trained_frozen(tiny_world, tmp_path):
+    """Two stages: train with the text encoder frozen (cheap), then fine-tune its top block from that
+    model (`model.text_trainable_blocks=1` in the fine-tune's config). Only the top block and above
+    change, the saved model says so, and the frozen bottom stays as it was."""
+    frozen = {"model.text_trainable_blocks": 0, "model.image_trainable_blocks": 0, "model.cache_frozen": "true"}
+    train(load_config(None, content_overrides(tiny_world, "A", **{"train.epochs": 1, **frozen})), tmp_path / "src")
+    source = load_model(tmp_path / "src" / "model")
+    tune = {"train.epochs": 1, "train.select_initial": "false", "train.item_encoder_lr": 0.01,
+            **frozen, "model.text_trainable_blocks": 1}
+    transfer(tmp_path / "src" / "model", load_config(None, content_overrides(tiny_world, "A", **tune)),
+             "fine_tune", tmp_path / "ft")
+    tuned = load_model(tmp_path / "ft" / "model")
+    text_before, text_after = source.item_encoder.text, tuned.item_encoder.text
+    assert text_after.trainable_blocks == 1 and text_after.num_frozen == len(text_after.layers) - 1
+    config = json.loads((tmp_path / "ft" / "model" / "config.json").read_text())
+    assert config["item_encoder_args"]["text"]["trainable_blocks"] == 1
+
+    def changed(module_before, module_after) -> bool:
+        return any(not torch.equal(a, b) for a, b in zip(module_before.state_dict().values(),
+                                                         module_after.state_dict().values()))
+
+    assert changed(text_before.layers[-1], text_after.layers[-1])
+    assert not changed(text_before.backbone.embeddings, text_after.backbone.embeddings)
+    assert not any(changed(a, b) for a, b in zip(text_before.layers[:-1], text_after.layers[:-1]))
+    assert not changed(source.item_encoder.image.backbone, tuned.item_encoder.image.backbone)
+    with pytest.raises(ConfigError, match="cache_frozen needs a frozen bottom"):
+        tuned.set_text_trainable_blocks(-1)

@@ -235,6 +235,22 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
         self.item_encoder.add_id_embedding()
         self._sync_hub_config()
 
+    @property
+    def text_item_encoder(self) -> nn.Module | None:
+        """The text encoder of a text or mixture item encoder (None: no text)."""
+        text = getattr(self.item_encoder, "text", self.item_encoder)
+        return text if hasattr(text, "set_trainable_blocks") else None
+
+    def set_text_trainable_blocks(self, blocks: int) -> None:
+        """How many top layers of the text encoder train from now on (a training setting like dropout:
+        a model trained frozen can have its top block fine-tuned, in-domain or on a target)."""
+        text = self.text_item_encoder
+        if text is None:
+            raise ConfigError("model.text_trainable_blocks: this model has no text item encoder")
+        if text.trainable_blocks != blocks:
+            text.set_trainable_blocks(blocks)
+            self._sync_hub_config()
+
     def set_transfer_residual_weight(self, weight: float | None) -> None:
         self.transfer_residual_weight = None if weight is None else float(weight)
         if isinstance(self._hub_mixin_config, dict):

@@ -1,7 +1,8 @@
 """Transfer a trained content recommender to a target dataset whose items it has never seen.
 
 Modes: `zero_shot` (encode the target's items from content and rank, no training), `fine_tune`
-(continue training on the target with the same trainable subset), `scratch` (the same
+(continue training on the target; the target config's dropout and `model.text_trainable_blocks`
+apply, so a model trained with its text encoder frozen can fine-tune the top block), `scratch` (the same
 architecture, fresh, trained on the target only: the no-transfer reference), `heuristics` (the
 training-free baselines, no source model). Every mode writes `metrics.json` like `transrec train`,
 with the mode recorded and the popularity baseline of the same target under `popularity`.
@@ -105,6 +106,8 @@ def transfer(source: str | Path | None, cfg: Config, mode: str, output_dir: str 
             if cfg.model.pretrained:
                 model.item_encoder.load_pretrained_weights()
         model.set_dropout(cfg.model.dropout)  # the target config's dropout, not the source's
+        if mode == "fine_tune" and getattr(model, "text_item_encoder", None) is not None:
+            model.set_text_trainable_blocks(cfg.model.text_trainable_blocks)
         _require_content(model, str(source))
         return train(cfg, output_dir, init_model=model, extra=extra).metrics
 

@@ -104,35 +104,23 @@ class TextItemEncoder(ContentItemEncoder):
 
         layers = getattr(getattr(self.backbone, "encoder", None), "layer", None)
         self.layers = list(layers) if hasattr(self.backbone, "embeddings") and layers is not None else None
-        n = len(self.layers) if self.layers is not None else 0
-        if trainable_blocks < -1 or (self.layers is not None and trainable_blocks > n):
-            raise ConfigError(f"trainable_blocks={trainable_blocks}: {model!r} has {n} layers (use -1..{n})")
-        if self.layers is None and trainable_blocks != -1:
-            raise ConfigError(f"{model!r} ({config.model_type}) lacks the BERT layout (embeddings, encoder.layer) "
-                              "that trainable_blocks needs; use trainable_blocks=-1")
-        if cache_frozen and trainable_blocks == -1:
-            raise ConfigError("cache_frozen needs a frozen bottom (trainable_blocks >= 0)")
-        self.trainable_blocks, self.cache_frozen = trainable_blocks, cache_frozen
-        self.num_frozen = n - trainable_blocks if trainable_blocks >= 0 else 0
-        if trainable_blocks >= 0:
-            for module in self.frozen_modules():
-                module.requires_grad_(False)
+        self._config = {
+            "model": model, "pooling": pooling, "trainable_blocks": trainable_blocks, "max_length": max_length,
+            "backbone_config": backbone_config, "gradient_checkpointing": gradient_checkpointing,
+            "cache_frozen": cache_frozen, "id_embedding": id_embedding, "pretrained": self.pretrained,
+        }
+        self.cache_frozen = cache_frozen
+        self._tokenizer = None
+        self.set_trainable_blocks(trainable_blocks)  # also: frozen parts in eval mode from the start
         if gradient_checkpointing:
             enable = getattr(self.backbone, "activation_checkpointing_enable", None)
             if enable is not None:
                 enable(activation_checkpointing_kwargs={"use_reentrant": False})
             else:
                 self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        self._tokenizer = None
         # caches (base class): trainable_blocks=0 the pooled vector per item ("pooled"); k > 0 the
         # bottom's token states ("bottom", [n+1, T, H])
         self.register_load_state_dict_post_hook(_clear_after_load)
-        self._config = {
-            "model": model, "pooling": pooling, "trainable_blocks": trainable_blocks, "max_length": max_length,
-            "backbone_config": backbone_config, "gradient_checkpointing": gradient_checkpointing,
-            "cache_frozen": cache_frozen, "id_embedding": id_embedding, "pretrained": self.pretrained,
-        }
-        self.train()  # frozen parts in eval mode from the start (no dropout in what a cache would hold)
 
     # ------------------------------------------------------------------------- resolution
 
@@ -208,6 +196,27 @@ class TextItemEncoder(ContentItemEncoder):
 
     # ------------------------------------------------------------------------------ forward
 
+    def set_trainable_blocks(self, trainable_blocks: int) -> None:
+        """Train the top `trainable_blocks` layers from now on (-1 = all, 0 = frozen up to the projection).
+        Also after training: fine-tune the top block of a model trained frozen, the cheap stage first and the
+        expensive one from its result. Caches of the old frozen part are dropped."""
+        n = len(self.layers) if self.layers is not None else 0
+        if trainable_blocks < -1 or (self.layers is not None and trainable_blocks > n):
+            raise ConfigError(f"trainable_blocks={trainable_blocks}: {self.model_name!r} has {n} layers (use -1..{n})")
+        if self.layers is None and trainable_blocks != -1:
+            raise ConfigError(f"{self.model_name!r} ({self.backbone.config.model_type}) lacks the BERT layout "
+                              "(embeddings, encoder.layer) that trainable_blocks needs; use trainable_blocks=-1")
+        if self.cache_frozen and trainable_blocks == -1:
+            raise ConfigError("cache_frozen needs a frozen bottom (trainable_blocks >= 0)")
+        self.trainable_blocks = trainable_blocks
+        self.num_frozen = n - trainable_blocks if trainable_blocks >= 0 else 0
+        self._config["trainable_blocks"] = trainable_blocks
+        self.backbone.requires_grad_(True)
+        for module in self.frozen_modules():
+            module.requires_grad_(False)
+        self.train(self.training)  # frozen parts in eval mode (no dropout in what a cache would hold)
+        self.clear_cache()
+
     def frozen_modules(self) -> list[nn.Module]:
         """Embeddings + the bottom layers (empty when everything trains)."""
         if self.trainable_blocks < 0:
@@ -271,7 +280,23 @@ class TextItemEncoder(ContentItemEncoder):
         out[:, :length] = hidden
         return out
 
+    #: items per length bucket when many are encoded at once (a full softmax, evaluation, a cache fill)
+    length_bucket: int = 128
+
     def pooled_features(self, items: torch.Tensor) -> torch.Tensor:
+        """Pooled features [k, H] of `items`. Many items are encoded in buckets of similar text length, each
+        cut to its own longest text: padding positions still run through every layer's linear maps, and a
+        catalogue's texts are mostly shorter than the longest (ML-100k: 20 tokens on average, 32 at most),
+        so this saves a third of the work or more. Same values (padding is masked), other float rounding."""
+        if len(items) <= self.length_bucket:
+            return self._pooled_bucket(items)
+        lengths = self._store().text_inputs(items)["attention_mask"].sum(1)
+        order = torch.argsort(lengths, stable=True).to(items.device)
+        pooled = torch.cat([self._pooled_bucket(items[order[s:s + self.length_bucket]])
+                            for s in range(0, len(items), self.length_bucket)])
+        return pooled[torch.argsort(order)]
+
+    def _pooled_bucket(self, items: torch.Tensor) -> torch.Tensor:
         inputs = self._store().text_inputs(items)
         device = self._device()
         input_ids, attention_mask = inputs["input_ids"].to(device), inputs["attention_mask"].to(device)
