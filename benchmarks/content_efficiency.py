@@ -13,6 +13,9 @@ in-batch softmax) trains on the SAME batches in each mode:
 - `distinct`: each distinct item of the batch (inputs and targets together) is encoded once (the default);
 - `distinct+cache`: distinct, and the frozen bottom's output is cached per item (`cache_frozen=True`),
   so a step runs only the trainable top block.
+- `distinct+cache+buckets` (text; the library's default): and the items of a step are encoded in buckets
+  of similar text length, each cut to its own longest text (`TextItemEncoder.length_bucket`); the modes
+  before it encode a step's items as one batch padded to its longest text.
 
 Each mode runs in its own worker process (so its peak RSS is its own), and the parent drives the
 workers round-robin, one training step at a time, so the load of other jobs on the machine hits
@@ -48,7 +51,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-MODES = ("naive", "distinct", "distinct+cache")
+MODES = ("naive", "distinct", "distinct+cache", "distinct+cache+buckets")
 LOSS_TOLERANCE = 1e-5
 
 
@@ -56,7 +59,7 @@ LOSS_TOLERANCE = 1e-5
 
 
 def mode_flags(mode: str) -> dict:
-    return {"distinct": mode != "naive", "cache": "cache" in mode}
+    return {"distinct": mode != "naive", "cache": "cache" in mode, "buckets": mode.endswith("buckets")}
 
 
 class PeakSampler:
@@ -166,6 +169,8 @@ def build_model(spec: dict, mode: str, num_items: int):
     model.item_encoder.persist_cache = False  # every run measures its own fill
     loaded = model.item_encoder.load_pretrained_weights()
     model.encode_distinct = mode_flags(mode)["distinct"]
+    if modality == "text" and not mode_flags(mode)["buckets"]:
+        model.item_encoder.length_bucket = sys.maxsize  # one padded batch per step
     return model, loaded
 
 
@@ -479,7 +484,8 @@ def markdown(raw: dict, rows: list[dict], command: str) -> str:
               "items." if image else
               "Memory: a step's working memory follows the items that pass the trainable top block (its "
               "activations are kept for backward); the frozen bottom runs without autograd and keeps nothing, so "
-              "naive, distinct and distinct+cache differ only through that item count.")
+              "naive, distinct and distinct+cache differ only through that item count, and the buckets through the "
+              "padding positions they drop.")
     text += ["", memory
              + (f" The cache itself ({cache['cache_shape']} float32, {cache['cache_bytes'] / 2**20:.0f} MiB) "
                 "is part of the RSS before the step." if cache else "")]
@@ -551,6 +557,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.modes[0] != "naive":
         parser.error("--modes must start with naive")
+    if args.modality == "image":  # length buckets are for text
+        args.modes = [m for m in args.modes if not mode_flags(m)["buckets"]]
     quick, image = args.quick, args.modality == "image"
     spec = {"quick": quick, "seed": 0, "dim": 64, "dropout": 0.2, "trainable_blocks": 1, "text_max_length": 32,
             "lr": 1e-3, "item_encoder_lr": 1e-4, "threads": args.threads, "synthetic_users": 1000,

@@ -259,6 +259,37 @@ def test_length_buckets_give_the_unbucketed_features_and_gradients(catalog, tmp_
         torch.testing.assert_close(grad, dict(enc.named_parameters())[name].grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
+def test_residual_similarity_reuses_the_features_of_the_same_training_step(catalog, tmp_path):
+    """With a trainable top block the residual's similarity features come from the pooled features the
+    step already computed (same weights, same values), and are recomputed once a weight changes."""
+    torch.manual_seed(0)
+    enc = TextItemEncoder(catalog.num_items, DIM, trainable_blocks=1, pooling="mean")
+    _store(enc, catalog, tmp_path)
+    enc.eval()  # no dropout: recomputed features must equal the reused ones
+    enc.similarity_basis()
+    calls = []
+    real = enc.pooled_features
+    enc.pooled_features = lambda rows: calls.append(len(rows)) or real(rows)
+    items = torch.tensor([5, 2, 9, 30])
+    enc(items)  # a training step's encoding (autograd on)
+    reused = enc.similarity_features(torch.tensor([9, 0, 5]))
+    assert calls == [4]
+    enc._recent_features = None
+    torch.testing.assert_close(reused, enc.similarity_features(torch.tensor([9, 0, 5])))
+    assert calls == [4, 2]
+    enc(items)
+    enc.similarity_features(torch.tensor([9, 31]))  # 31 was not encoded in this step
+    assert calls[-1] == 2  # recomputed, both
+    with torch.no_grad():  # an optimizer step: the remembered features are stale
+        enc.layers[-1].output.dense.weight.add_(0.5)
+    before = len(calls)
+    moved = enc.similarity_features(torch.tensor([9, 0, 5]))
+    assert len(calls) == before + 1 and not torch.allclose(moved, reused)
+    with torch.no_grad():  # evaluation encodes without remembering
+        enc(items)
+    assert enc._recent_features[2] != enc._weights_key()
+
+
 def test_gradient_checkpointing_gives_the_same_result(catalog, tmp_path):
     torch.manual_seed(0)
     plain = TextItemEncoder(catalog.num_items, DIM, trainable_blocks=2)

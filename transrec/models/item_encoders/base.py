@@ -248,6 +248,7 @@ class ContentItemEncoder(nn.Module):
         """Drop every cache of frozen outputs (pooled vectors, bottom outputs) and the similarity basis."""
         self.clear_frozen_caches()
         self._similarity_basis = None
+        self._recent_features = None
 
     def content_features(self, items: torch.Tensor) -> torch.Tensor:
         """Pooled features of `items` (real items, no padding); read from / written to the per-item
@@ -257,7 +258,36 @@ class ContentItemEncoder(nn.Module):
         return self.cached_rows("pooled", items, self.pooled_features)
 
     def encode_content(self, items: torch.Tensor) -> torch.Tensor:
-        return self.projection(self.content_features(items))
+        features = self.content_features(items)
+        if not self.caches_features and torch.is_grad_enabled():  # a training step
+            self._remember_features(items, features)
+        return self.projection(features)
+
+    #: pooled features computed in this training step, i.e. since the weights last changed ([items], [features],
+    #: weights' key): the residual's similarity reads them instead of running the encoder over the same items again
+    _recent_features: tuple[list[torch.Tensor], list[torch.Tensor], tuple] | None = None
+
+    def _weights_key(self) -> tuple:
+        """Changes whenever a trainable weight is updated in place (an optimizer step) or the mode changes."""
+        return (self.training, tuple((id(p), p._version) for p in self.parameters() if p.requires_grad))
+
+    def _remember_features(self, items: torch.Tensor, features: torch.Tensor) -> None:
+        key = self._weights_key()
+        if self._recent_features is None or self._recent_features[2] != key:
+            self._recent_features = ([], [], key)
+        self._recent_features[0].append(items.detach())
+        self._recent_features[1].append(features.detach())
+
+    def _remembered_features(self, items: torch.Tensor) -> torch.Tensor | None:
+        """Features of `items` computed with the current weights, if every one of them is remembered."""
+        recent = self._recent_features
+        if recent is None or recent[2] != self._weights_key():
+            return None
+        known, order = torch.sort(torch.cat(recent[0]))  # merged and sorted, for the lookup
+        features = torch.cat(recent[1])[order]
+        self._recent_features = ([known], [features], recent[2])
+        pos = torch.searchsorted(known, items).clamp(max=len(known) - 1)
+        return features[pos] if bool((known[pos] == items).all()) else None
 
     @property
     def feature_dim(self) -> int:
@@ -279,7 +309,10 @@ class ContentItemEncoder(nn.Module):
         items (a [positions x items x dims] product) while keeping the catalogue's main similarity axes."""
         items = items.to(self._device())
         real = (items > 0).nonzero(as_tuple=True)[0]
-        feats = self.content_features(items[real]).float() if len(real) else None
+        feats = None
+        if len(real):
+            feats = self._remembered_features(items[real])
+            feats = (feats if feats is not None else self.content_features(items[real])).float()
         if not centred:
             out = torch.zeros(items.shape[0], self.feature_dim, device=items.device)
             if feats is not None:
@@ -319,12 +352,15 @@ class ContentItemEncoder(nn.Module):
 
     def all_items(self, batch_size: int = 256) -> torch.Tensor:
         """Every item of the attached store, [n+1, dim] with row 0 = zeros, encoded in batches."""
-        n = self._store().num_items
         device = self._device()
-        chunks = [torch.zeros(1, self.dim, device=device)]
-        for start in range(1, n + 1, batch_size):
-            chunks.append(self(torch.arange(start, min(start + batch_size, n + 1), device=device)))
-        return torch.cat(chunks)
+        order = self.encoding_order(torch.arange(1, self._store().num_items + 1, device=device))
+        chunks = [self(order[s:s + batch_size]) for s in range(0, len(order), batch_size)]
+        out = torch.zeros(len(order) + 1, self.dim, device=device, dtype=chunks[0].dtype if chunks else None)
+        return out.index_copy(0, order, torch.cat(chunks)) if chunks else out
+
+    def encoding_order(self, items: torch.Tensor) -> torch.Tensor:
+        """`items` in the order to encode them in batches (text: by length, so a batch holds little padding)."""
+        return items
 
 
 #: dimensions kept of the centred pooled features for the residual similarity (per modality)

@@ -290,11 +290,18 @@ class TextItemEncoder(ContentItemEncoder):
         so this saves a third of the work or more. Same values (padding is masked), other float rounding."""
         if len(items) <= self.length_bucket:
             return self._pooled_bucket(items)
-        lengths = self._store().text_inputs(items)["attention_mask"].sum(1)
-        order = torch.argsort(lengths, stable=True).to(items.device)
+        order = self._by_length(items)
         pooled = torch.cat([self._pooled_bucket(items[order[s:s + self.length_bucket]])
                             for s in range(0, len(items), self.length_bucket)])
         return pooled[torch.argsort(order)]
+
+    def _by_length(self, items: torch.Tensor) -> torch.Tensor:
+        """Positions of `items` sorted by text length (stable)."""
+        lengths = self._store().text_inputs(items)["attention_mask"].sum(1)
+        return torch.argsort(lengths, stable=True).to(items.device)
+
+    def encoding_order(self, items: torch.Tensor) -> torch.Tensor:
+        return items[self._by_length(items)]
 
     def _pooled_bucket(self, items: torch.Tensor) -> torch.Tensor:
         inputs = self._store().text_inputs(items)
