@@ -99,7 +99,9 @@ def markdown(results: dict[int, dict]) -> str:
                      f"{_mean_std([c['HR@10'] for c in cells])} | "
                      f"{statistics.median(c['seconds_per_epoch'] for c in cells):.0f} | {epochs} |")
     lines += ["", "The top-block row starts from the frozen row's model of the same seed (its epoch 0); its epochs "
-              "are the second stage's only. s / epoch: median wall-clock training seconds per epoch, this machine."]
+              "are the second stage's only. s / epoch: median wall-clock training seconds per epoch on this shared "
+              "2-core machine, rows not timed side by side (a rough cost, not a ratio to quote); ID SASRec's epoch is "
+              "strided windows (`data.train_stride=10`), the content rows' whole sequences."]
     return "\n".join(lines)
 
 
