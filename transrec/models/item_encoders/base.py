@@ -283,11 +283,9 @@ class ContentItemEncoder(nn.Module):
         recent = self._recent_features
         if recent is None or recent[2] != self._weights_key():
             return None
-        known, order = torch.sort(torch.cat(recent[0]))  # merged and sorted, for the lookup
-        features = torch.cat(recent[1])[order]
-        self._recent_features = ([known], [features], recent[2])
+        known, order = torch.sort(torch.cat(recent[0]))
         pos = torch.searchsorted(known, items).clamp(max=len(known) - 1)
-        return features[pos] if bool((known[pos] == items).all()) else None
+        return torch.cat(recent[1])[order[pos]] if bool((known[pos] == items).all()) else None
 
     @property
     def feature_dim(self) -> int:
