@@ -1,6 +1,7 @@
 """Transfer to a real new domain: MovieLens-100k movies from 1994 on (source) -> the older ones (target).
 
     python benchmarks/transfer_movielens.py [--seeds 0 1 2] [--fractions 0.05 0.2 1.0] [--direction reverse]
+        [--split genre]
 
 Source and target are disjoint item sets of real data (`data.era_split=1994`); each user's target
 sequence is their older-movie ratings in time order. All rows are scored on the same target test
@@ -15,9 +16,10 @@ cases (leave-one-out, exact full ranking over the 563 target movies, history exc
   each with 5% / 20% / 100% of the target's users training (all users evaluated).
 
 `--direction reverse` swaps the sides (source: the older movies, target: those from 1994 on), which is
-how a model trained on ML-100k meets a newer catalogue; `--fractions` with no value skips the trained
+how a model trained on ML-100k meets a newer catalogue; `--split genre` splits the movies by genre
+instead (dramas vs the rest, `data.genre_split=Drama`); `--fractions` with no value skips the trained
 rows. Seeds vary the source model and the target-side runs. Resumable: a finished run is not rerun.
-Writes benchmarks/results/transfer_movielens[_reverse].{md,json,png}.
+Writes benchmarks/results/transfer_movielens[_genre][_reverse].{md,json,png}.
 """
 
 from __future__ import annotations
@@ -34,11 +36,20 @@ SOURCE_CFG = ROOT / "configs" / "ml100k_era_source.yaml"
 TARGET_CFG = ROOT / "configs" / "ml100k_era_target.yaml"
 TRAINED = ("fine_tune", "fine_tune_id", "id_sasrec")
 KEY = "NDCG@10"
-#: direction -> (source domain, target domain, the table's caption)
-DIRECTIONS = {"forward": ("from1994", "before1994", "Target: MovieLens-100k movies before 1994 (563 items), "
-                                                    "source: movies from 1994 on"),
-              "reverse": ("before1994", "from1994", "Target: MovieLens-100k movies from 1994 on (1,119 items), "
-                                                    "source: movies before 1994")}
+#: split -> (its data overrides, {direction: (source domain, target domain, the table's caption)})
+SPLITS = {
+    "era": (["data.era_split=1994"],
+            {"forward": ("from1994", "before1994", "Target: MovieLens-100k movies before 1994 (563 items), "
+                                                   "source: movies from 1994 on"),
+             "reverse": ("before1994", "from1994", "Target: MovieLens-100k movies from 1994 on (1,119 items), "
+                                                   "source: movies before 1994")}),
+    # a content shift rather than a time shift; Drama is ML-100k's largest genre (725 of 1,682 movies)
+    "genre": (["data.era_split=0", "data.genre_split=Drama"],
+              {"forward": ("nondrama", "drama", "Target: MovieLens-100k dramas (725 items), source: the other "
+                                                "movies (957)"),
+               "reverse": ("drama", "nondrama", "Target: MovieLens-100k movies that are not dramas (957 items), "
+                                                "source: the dramas (725)")}),
+}
 
 
 def done(out: Path) -> dict | None:
@@ -46,21 +57,22 @@ def done(out: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def target_overrides(direction: str) -> list[str]:
-    return [f"data.domain={DIRECTIONS[direction][1]}"]
+def target_overrides(split: str, direction: str) -> list[str]:
+    return SPLITS[split][0] + [f"data.domain={SPLITS[split][1][direction][1]}"]
 
 
-def run_seed(seed: int, fractions: list[float], runs: Path, direction: str) -> dict:
+def run_seed(seed: int, fractions: list[float], runs: Path, split: str, direction: str) -> dict:
     from transrec.config import load_config
     from transrec.training.study import id_config
     from transrec.training.trainer import train
     from transrec.training.transfer import transfer
 
-    source_domain = DIRECTIONS[direction][0]
+    source_domain = SPLITS[split][1][direction][0]
     source = runs / f"source-seed{seed}"
     if done(source) is None:
-        train(load_config(str(SOURCE_CFG), [f"train.seed={seed}", f"data.domain={source_domain}"]), source)
-    target = target_overrides(direction)
+        overrides = SPLITS[split][0] + [f"train.seed={seed}", f"data.domain={source_domain}"]
+        train(load_config(str(SOURCE_CFG), overrides), source)
+    target = target_overrides(split, direction)
     zs_out = runs / f"zero_shot-seed{seed}"
     zs = done(zs_out) or transfer(source / "model", load_config(str(TARGET_CFG), target), "zero_shot", zs_out)
     row = {"source_test": done(source)["test"], "zero_shot": zs["test"],
@@ -82,17 +94,18 @@ def run_seed(seed: int, fractions: list[float], runs: Path, direction: str) -> d
     return row
 
 
-def heuristics(runs: Path, direction: str) -> dict:
+def heuristics(runs: Path, split: str, direction: str) -> dict:
     from transrec.config import load_config
     from transrec.training.transfer import transfer
 
     out = runs / "heuristics"
-    cfg = load_config(str(TARGET_CFG), target_overrides(direction))
+    cfg = load_config(str(TARGET_CFG), target_overrides(split, direction))
     metrics = done(out) or transfer(None, cfg, "heuristics", out)
     return {name: r["test"] for name, r in metrics["heuristics"].items()}
 
 
-def summarise(rows: list[dict], heur: dict, fractions: list[float], direction: str) -> tuple[str, dict]:
+def summarise(rows: list[dict], heur: dict, fractions: list[float], split: str, direction: str,
+              command: str) -> tuple[str, dict]:
     def stats(name: str) -> tuple[float, float]:
         values = [r[name][KEY] for r in rows if name in r]
         return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
@@ -107,9 +120,8 @@ def summarise(rows: list[dict], heur: dict, fractions: list[float], direction: s
     for method in TRAINED:
         for f in fractions:
             table[f"{method}@{f}"] = stats(f"{method}@{f}")
-    flag = "" if direction == "forward" else f" --direction {direction} --fractions"
-    lines = [f"{DIRECTIONS[direction][2]}; test {KEY}, mean ± std over {len(rows)} seed(s) "
-             f"(`python benchmarks/transfer_movielens.py{flag}`)", "",
+    lines = [f"{SPLITS[split][1][direction][2]}; test {KEY}, mean ± std over {len(rows)} seed(s) "
+             f"(`{command}`)", "",
              f"| method | {KEY} | × popularity |", "|---|---:|---:|"]
     for name, (mean, std) in table.items():
         lines.append(f"| {name} | {mean:.4f} ± {std:.4f} | {mean / pop:.2f} |")
@@ -153,17 +165,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--fractions", type=float, nargs="*", default=[0.05, 0.2, 1.0])
-    parser.add_argument("--direction", choices=sorted(DIRECTIONS), default="forward")
-    parser.add_argument("--runs", default=None, help="default: runs/transfer_movielens[_reverse]")
-    parser.add_argument("--stem", default=None, help="default: transfer_movielens[_reverse]")
+    parser.add_argument("--split", choices=sorted(SPLITS), default="era")
+    parser.add_argument("--direction", choices=("forward", "reverse"), default="forward")
+    parser.add_argument("--runs", default=None, help="default: runs/<stem>")
+    parser.add_argument("--stem", default=None, help="default: transfer_movielens[_genre][_reverse]")
     args = parser.parse_args()
-    stem = args.stem or ("transfer_movielens" + ("" if args.direction == "forward" else f"_{args.direction}"))
+    stem = args.stem or "_".join(["transfer_movielens"] + [args.split] * (args.split != "era")
+                                 + [args.direction] * (args.direction != "forward"))
     runs = Path(args.runs or ROOT / "runs" / stem)
-    heur = heuristics(runs, args.direction)
+    flags = [f"--split {args.split}"] * (args.split != "era") + [f"--direction {args.direction}"] * (
+        args.direction != "forward") + ["--fractions"] * (not args.fractions)
+    command = " ".join(["python benchmarks/transfer_movielens.py"] + flags)
+    heur = heuristics(runs, args.split, args.direction)
     rows = []
     for seed in args.seeds:
-        rows.append(run_seed(seed, args.fractions, runs, args.direction))
-        text, summary = summarise(rows, heur, args.fractions, args.direction)
+        rows.append(run_seed(seed, args.fractions, runs, args.split, args.direction))
+        text, summary = summarise(rows, heur, args.fractions, args.split, args.direction, command)
         write_results(stem, text, {"summary": summary, "rows": rows, "heuristics": heur},
                       lambda path: plot(summary, args.fractions, path))
         print(text, flush=True)

@@ -281,6 +281,19 @@ def test_movielens_100k_grouplens(tmp_path):
     assert ds2.items.text[2] == "GoldenEye (1995)."
 
 
+def test_movielens_item_splits_by_era_and_by_genre(tmp_path):
+    folder = write_ml100k(tmp_path / "ml-100k")
+    by_era = load_movielens(folder, era_split=1996)
+    assert by_era.items.domain[1:] == ["before1996", "before1996", "from1996"]
+    by_genre = load_source({"source": "movielens", "path": str(folder), "genre_split": "comedy"})  # any case
+    assert by_genre.items.domain[1:] == ["comedy", "noncomedy", "noncomedy"]
+    assert load_movielens(folder).items.domain[1:] == ["default"] * 3  # no split: one domain
+    with pytest.raises(ConfigError, match="not a MovieLens genre.*Drama"):
+        load_movielens(folder, genre_split="Dramas")
+    with pytest.raises(ConfigError, match="choose one"):
+        load_movielens(folder, era_split=1994, genre_split="Drama")
+
+
 def test_movielens_1m_grouplens(tmp_path):
     folder = tmp_path / "ml-1m"
     folder.mkdir()

@@ -210,6 +210,39 @@ def test_content_only_zero_shot_reads_no_target_interaction(source_run, tiny_wor
     assert reference["zero_shot_with_popularity"]["test"]["NDCG@10"] >= 0
 
 
+def test_zero_shot_with_popularity_holds_every_heuristic_term_and_keeps_the_best_weights(source_run, tiny_world):
+    """The popularity mode fuses model + encoder cosine + log count + TF-IDF cosine: its validation value
+    is the one its weights give, no worse than the best (encoder, prior) pair without TF-IDF, and no
+    prior weight beats the chosen one with the others fixed."""
+    from transrec.data.pipeline import prepare_data
+    from transrec.evaluation.evaluator import evaluate
+    from transrec.models.heuristics import PRIOR_GRID, ContentKNN, FusedScores, encoder_features, tfidf_features
+    from transrec.models.recommender import PopularityModel, lexical_texts
+    from transrec.training.transfer import ENCODER_GRID, TFIDF_GRID, zero_shot_rankings
+
+    out, _ = source_run
+    cfg = load_config(None, content_overrides(tiny_world, "B"))
+    data = prepare_data(cfg.data)
+    model = load_model(out / "model")
+    result = zero_shot_rankings(model, data, cfg)["zero_shot_with_popularity"]
+    max_len = cfg.data.max_len
+    parts = [model, ContentKNN(encoder_features(model.item_encoder), "last", max_len),
+             PopularityModel(data.num_items, max_len).fit(data.split.train),
+             ContentKNN(tfidf_features(lexical_texts(data.dataset.items)), "last", max_len)]
+    chosen = [1.0, result["encoder_similarity_weight"], result["prior_weight"], result["lexical_weight"]]
+    assert chosen[1] in ENCODER_GRID and chosen[2] in PRIOR_GRID and chosen[3] in TFIDF_GRID
+
+    def valid(weights):  # brute force, no memo
+        with model.zero_shot_scoring():
+            return evaluate(FusedScores(parts, weights), data.split.valid, cfg.eval, max_len)["NDCG@10"]
+
+    assert valid(chosen) == pytest.approx(result["valid"]["NDCG@10"], abs=1e-9)
+    best_without_tfidf = max(valid([1.0, a, w, 0.0]) for a in ENCODER_GRID for w in PRIOR_GRID)
+    assert result["valid"]["NDCG@10"] >= best_without_tfidf - 1e-9
+    # the last pass: no prior weight beats the chosen one with the other weights fixed
+    assert all(valid([1.0, chosen[1], w, chosen[3]]) <= result["valid"]["NDCG@10"] + 1e-9 for w in PRIOR_GRID)
+
+
 def test_item_holdout_splits_the_catalogue_in_two_disjoint_sides(tiny_world):
     from transrec.data.io import load_dataset_folder
     from transrec.data.pipeline import hold_out_items

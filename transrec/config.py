@@ -37,6 +37,7 @@ class DataConfig:
     train_fraction: float = 1.0  # share of users whose training sequences train the model (all are evaluated)
     on_bad_content: str = "fail"  # fail | placeholder: a corrupt image or empty text stops, or is replaced and counted
     era_split: int = 0  # movielens: items released before this year get domain "before<Y>", the rest "from<Y>" (0 = off)
+    genre_split: str = ""  # movielens: items with this genre get domain "<genre>" (lower case), the rest "non<genre>" ("" = off)
     item_holdout: float = 0.0  # hold out this share of the items (seeded) as a pseudo new domain (0 = off)
     item_holdout_side: str = "train"  # train: keep the other items | heldout: keep the held-out ones
     item_holdout_seed: int = 0

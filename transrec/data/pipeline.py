@@ -63,7 +63,8 @@ def load_raw_dataset(cfg) -> RecDataset:
         return load_source({"source": "folder", "path": cfg.path})
     if cfg.source == "movielens":
         return load_source({"source": "movielens", "path": cfg.path, "variant": cfg.variant,
-                            "era_split": getattr(cfg, "era_split", 0)})
+                            "era_split": getattr(cfg, "era_split", 0),
+                            "genre_split": getattr(cfg, "genre_split", "")})
     if not cfg.pretrain:
         raise ConfigError("data.source=peterrec needs data.pretrain (the pretraining file)")
     return load_source({"source": "peterrec", "pretrain": cfg.pretrain, "finetune": cfg.finetune})

@@ -95,6 +95,25 @@ class FusedScores(nn.Module):
         return users @ items.T
 
 
+class _MemoUsers(nn.Module):
+    """A part whose user vectors are computed once per distinct batch (a grid search re-reads the same
+    validation batches for every weight combination; the user encoder need not run again)."""
+
+    def __init__(self, part: nn.Module):
+        super().__init__()
+        self.part = part
+        self._users: dict[tuple, torch.Tensor] = {}
+
+    def all_item_vectors(self) -> torch.Tensor:
+        return self.part.all_item_vectors()
+
+    def encode_users(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        key = tuple((k, tuple(v.shape), v.cpu().numpy().tobytes()) for k, v in sorted(batch.items()))
+        if key not in self._users:
+            self._users[key] = self.part.encode_users(batch)
+        return self._users[key]
+
+
 def fit_fusion(parts: list[nn.Module], grids: list[tuple[float, ...]], valid_cases, eval_cfg, max_len: int,
                metric: str = "NDCG@10") -> tuple[list[float], dict[tuple[float, ...], float]]:
     """The weights (one grid per part; the first part's grid is usually (1.0,)) with the best validation
@@ -103,7 +122,7 @@ def fit_fusion(parts: list[nn.Module], grids: list[tuple[float, ...]], valid_cas
 
     from transrec.evaluation.evaluator import evaluate
 
-    fused = FusedScores(parts, [1.0] * len(parts))
+    fused = FusedScores([_MemoUsers(p) for p in parts], [1.0] * len(parts))
     tried: dict[tuple[float, ...], float] = {}
     for weights in itertools.product(*grids):
         if any(weights):

