@@ -95,9 +95,10 @@ class FusedScores(nn.Module):
         return users @ items.T
 
 
-class _MemoUsers(nn.Module):
+class MemoUsers(nn.Module):
     """A part whose user vectors are computed once per distinct batch (a grid search re-reads the same
-    validation batches for every weight combination; the user encoder need not run again)."""
+    validation batches for every weight combination; the user encoder need not run again). Wrap parts
+    once to share the memo across several `fit_fusion` calls on the same cases."""
 
     def __init__(self, part: nn.Module):
         super().__init__()
@@ -122,7 +123,7 @@ def fit_fusion(parts: list[nn.Module], grids: list[tuple[float, ...]], valid_cas
 
     from transrec.evaluation.evaluator import evaluate
 
-    fused = FusedScores([_MemoUsers(p) for p in parts], [1.0] * len(parts))
+    fused = FusedScores([p if isinstance(p, MemoUsers) else MemoUsers(p) for p in parts], [1.0] * len(parts))
     tried: dict[tuple[float, ...], float] = {}
     for weights in itertools.product(*grids):
         if any(weights):

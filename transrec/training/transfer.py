@@ -64,8 +64,8 @@ def zero_shot_rankings(model, data, cfg: Config) -> dict:
     scoring (encoder cosine, TF-IDF, popularity prior). Training-free, but it reads the target's
     training counts and validation cases, as the heuristics' prior does. The chosen weights are
     reported, so whether the trained model adds anything to the heuristics is visible."""
-    from transrec.models.heuristics import (PRIOR_GRID, ContentKNN, FusedScores, encoder_features, fit_fusion,
-                                            tfidf_features)
+    from transrec.models.heuristics import (PRIOR_GRID, ContentKNN, FusedScores, MemoUsers, encoder_features,
+                                            fit_fusion, tfidf_features)
 
     out = zero_shot_content_only(model, data.dataset.items, {"valid": data.split.valid, "test": data.split.test},
                                  cfg)
@@ -74,7 +74,7 @@ def zero_shot_rankings(model, data, cfg: Config) -> dict:
     popularity = PopularityModel(data.num_items, max_len).fit(data.split.train)
     similarity = ContentKNN(encoder_features(model.item_encoder), "last", max_len)
     lexical = ContentKNN(tfidf_features(lexical_texts(data.dataset.items)), "last", max_len)
-    parts = [model, similarity, popularity, lexical]
+    parts = [MemoUsers(p) for p in (model, similarity, popularity, lexical)]  # user vectors once for all passes
     valid = data.split.valid
     with model.zero_shot_scoring():
         weights, _ = fit_fusion(parts, [(1.0,), ENCODER_GRID, PRIOR_GRID, (0.0,)], valid, cfg.eval, max_len)
