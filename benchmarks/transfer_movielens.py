@@ -61,7 +61,8 @@ def target_overrides(split: str, direction: str) -> list[str]:
     return SPLITS[split][0] + [f"data.domain={SPLITS[split][1][direction][1]}"]
 
 
-def run_seed(seed: int, fractions: list[float], runs: Path, split: str, direction: str) -> dict:
+def run_seed(seed: int, fractions: list[float], runs: Path, split: str, direction: str,
+             source_set: list[str] = ()) -> dict:
     from transrec.config import load_config
     from transrec.training.study import id_config
     from transrec.training.trainer import train
@@ -70,7 +71,7 @@ def run_seed(seed: int, fractions: list[float], runs: Path, split: str, directio
     source_domain = SPLITS[split][1][direction][0]
     source = runs / f"source-seed{seed}"
     if done(source) is None:
-        overrides = SPLITS[split][0] + [f"train.seed={seed}", f"data.domain={source_domain}"]
+        overrides = SPLITS[split][0] + [f"train.seed={seed}", f"data.domain={source_domain}", *source_set]
         train(load_config(str(SOURCE_CFG), overrides), source)
     target = target_overrides(split, direction)
     zs_out = runs / f"zero_shot-seed{seed}"
@@ -167,6 +168,8 @@ def main() -> None:
     parser.add_argument("--fractions", type=float, nargs="*", default=[0.05, 0.2, 1.0])
     parser.add_argument("--split", choices=sorted(SPLITS), default="era")
     parser.add_argument("--direction", choices=("forward", "reverse"), default="forward")
+    parser.add_argument("--source-set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="extra overrides of the source config (an ablation; give it its own --stem)")
     parser.add_argument("--runs", default=None, help="default: runs/<stem>")
     parser.add_argument("--stem", default=None, help="default: transfer_movielens[_genre][_reverse]")
     args = parser.parse_args()
@@ -174,12 +177,13 @@ def main() -> None:
                                  + [args.direction] * (args.direction != "forward"))
     runs = Path(args.runs or ROOT / "runs" / stem)
     flags = [f"--split {args.split}"] * (args.split != "era") + [f"--direction {args.direction}"] * (
-        args.direction != "forward") + ["--fractions"] * (not args.fractions)
+        args.direction != "forward") + ["--fractions"] * (not args.fractions) + (
+        [f"--source-set {' '.join(args.source_set)}"] if args.source_set else [])
     command = " ".join(["python benchmarks/transfer_movielens.py"] + flags)
     heur = heuristics(runs, args.split, args.direction)
     rows = []
     for seed in args.seeds:
-        rows.append(run_seed(seed, args.fractions, runs, args.split, args.direction))
+        rows.append(run_seed(seed, args.fractions, runs, args.split, args.direction, args.source_set))
         text, summary = summarise(rows, heur, args.fractions, args.split, args.direction, command)
         write_results(stem, text, {"summary": summary, "rows": rows, "heuristics": heur},
                       lambda path: plot(summary, args.fractions, path))

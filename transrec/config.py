@@ -41,6 +41,8 @@ class DataConfig:
     item_holdout: float = 0.0  # hold out this share of the items (seeded) as a pseudo new domain (0 = off)
     item_holdout_side: str = "train"  # train: keep the other items | heldout: keep the held-out ones
     item_holdout_seed: int = 0
+    item_holdout_by: str = "random"  # random: items drawn uniformly | content: whole clusters of similar texts
+    item_holdout_users: bool = False  # also split the users: each side keeps its own (a new domain's are new)
 
 
 @dataclass

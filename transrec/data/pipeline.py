@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from transrec.data.holdout import hold_out_items
 from transrec.data.schema import Interactions, ItemCatalog, RecDataset
 from transrec.data.splits import LeaveOneOutSplit, filter_sequences, leave_one_out
 from transrec.errors import ConfigError, DataError
@@ -82,7 +83,7 @@ def restrict_to_domain(dataset: RecDataset, domain: str) -> RecDataset:
     items = dataset.items
     if domain not in items.domains():
         raise ConfigError(f"data.domain={domain!r} not in the dataset's domains {items.domains()}")
-    return _restrict(dataset, items.indices_in_domain(domain), f"{dataset.name}[{domain}]")
+    return restrict_dataset(dataset, items.indices_in_domain(domain), f"{dataset.name}[{domain}]")
 
 
 def restrict_to_modality(dataset: RecDataset, modality: str) -> RecDataset:
@@ -92,31 +93,20 @@ def restrict_to_modality(dataset: RecDataset, modality: str) -> RecDataset:
     present = sorted(set(mods[1:]))
     if modality not in present:
         raise ConfigError(f"data.modality={modality!r} not among the dataset's item modalities {present}")
-    return _restrict(dataset, np.flatnonzero(mods == modality), f"{dataset.name}[{modality}]")
+    return restrict_dataset(dataset, np.flatnonzero(mods == modality), f"{dataset.name}[{modality}]")
 
 
-def hold_out_items(dataset: RecDataset, share: float, side: str, seed: int = 0) -> RecDataset:
-    """Split the items (seeded, uniformly) into a held-out `share` and the rest, and keep one side with
-    its interactions: two disjoint catalogues of one dataset, a pseudo new domain for checking how a
-    content model does on items it never saw (transfer calibration) without touching the real target."""
-    if not 0 < share < 1:
-        raise ConfigError(f"data.item_holdout must be in (0, 1), got {share}")
-    if side not in ("train", "heldout"):
-        raise ConfigError(f"data.item_holdout_side must be train or heldout, got {side!r}")
-    n = dataset.items.num_items
-    held = np.zeros(n + 1, dtype=bool)
-    held[1 + np.random.default_rng(seed).permutation(n)[: max(1, round(share * n))]] = True
-    keep = np.flatnonzero(held if side == "heldout" else ~held)
-    keep = keep[keep > 0]
-    return _restrict(dataset, keep, f"{dataset.name}[{side} items, holdout {share:g}]")
-
-
-def _restrict(dataset: RecDataset, keep: np.ndarray, name: str) -> RecDataset:
+def restrict_dataset(dataset: RecDataset, keep: np.ndarray, name: str,
+                     user_mask: np.ndarray | None = None) -> RecDataset:
+    """Keep the items `keep` (indices, re-indexed densely) and their interactions, only those of the users
+    where `user_mask` is true if given (user ids stay, so an emptied user is dropped by the filters)."""
     items = dataset.items
     remap = np.zeros(items.num_items + 1, dtype=np.int64)
     remap[keep] = np.arange(1, len(keep) + 1)
     inter = dataset.interactions
     mask = remap[inter.item] > 0
+    if user_mask is not None:
+        mask &= user_mask[inter.user]
     interactions = Interactions(inter.users, inter.user[mask], remap[inter.item[mask]], inter.timestamp[mask])
     return RecDataset(name, catalog_subset(items, keep), interactions, dataset.profiles)
 
@@ -128,7 +118,8 @@ def prepare_data(cfg) -> PreparedData:
     if getattr(cfg, "modality", None):
         dataset = restrict_to_modality(dataset, cfg.modality)
     if getattr(cfg, "item_holdout", 0.0):
-        dataset = hold_out_items(dataset, cfg.item_holdout, cfg.item_holdout_side, cfg.item_holdout_seed)
+        dataset = hold_out_items(dataset, cfg.item_holdout, cfg.item_holdout_side, cfg.item_holdout_seed,
+                                 cfg.item_holdout_by, cfg.item_holdout_users)
     if cfg.max_len < 1:
         raise ConfigError(f"data.max_len must be >= 1, got {cfg.max_len}")
     sequences = filter_sequences(dataset.interactions.sequences(), dataset.items.num_items,

@@ -14,15 +14,12 @@ Both are plain dot products of user and item vectors, so the exact evaluator ran
 
 from __future__ import annotations
 
-import math
-import re
-from collections import Counter
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from transrec.data.text_features import tfidf_features  # noqa: F401  (re-exported: a heuristic's features)
 from transrec.errors import ConfigError
 
 KNN_MODES = ("last", "mean")
@@ -179,26 +176,6 @@ def fit_prior_weight(model: nn.Module, counts: np.ndarray, valid_cases, eval_cfg
 
 
 # ----------------------------------------------------------------------------- features
-
-_WORD = re.compile(r"[a-z0-9]+")
-
-
-def tfidf_features(texts: list[str | None], max_features: int = 8192) -> torch.Tensor:
-    """TF-IDF rows (sublinear tf, smooth idf, unit norm) for texts indexed 1..n; row 0 and empty texts are 0.
-
-    The vocabulary keeps the `max_features` terms found in the most items (dense rows stay small)."""
-    docs = [_WORD.findall((t or "").lower()) for t in texts]
-    df = Counter(w for doc in docs for w in set(doc))
-    vocab = {w: j for j, (w, _) in enumerate(sorted(df.items(), key=lambda kv: (-kv[1], kv[0]))[:max_features])}
-    n = len(docs)
-    out = torch.zeros(n + 1, max(len(vocab), 1))
-    idf = {w: math.log((1 + n) / (1 + df[w])) + 1.0 for w in vocab}
-    for i, doc in enumerate(docs, start=1):
-        for w, c in Counter(doc).items():
-            if w in vocab:
-                out[i, vocab[w]] = (1.0 + math.log(c)) * idf[w]
-    return F.normalize(out, dim=-1)
-
 
 @torch.no_grad()
 def encoder_features(encoder: nn.Module, centred: bool = False, batch_size: int = 256) -> torch.Tensor:

@@ -13,6 +13,11 @@ items). The model trained on the whole source then ranks new domains zero-shot w
 (`SequentialRecommender.transfer_residual_weight`, `transfer_lexical_weight`,
 `transfer_content_prior_weight`). Chosen in sequence, not jointly, so the residual weight (which a
 fine-tune's epoch 0 also uses) is what it would be without the later terms.
+
+The held-out half is drawn as `data.item_holdout_by` / `data.item_holdout_users` say (default: items
+uniformly, users shared). Holding out whole content clusters, or the users too, looks closer to a new
+domain but chose worse weights on MovieLens (benchmarks/README.md): clusters of similar texts make the
+lexical term look strong within them.
 """
 
 from __future__ import annotations
