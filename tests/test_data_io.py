@@ -472,3 +472,52 @@ def test_property_garbage_only_raises_data_error(tmp_path_factory, data, name):
         load_dataset_folder(folder)
     except DataError:
         pass
+
+
+# -------------------------------------------------------------------------------- several sources
+
+
+def test_extra_sources_merge_keeps_each_sources_items_users_and_sequences_apart(tmp_path):
+    from PIL import Image
+
+    from transrec.config import load_config
+    from transrec.data.multisource import cases_by_source
+    from transrec.data.pipeline import prepare_data
+
+    main = write_ml100k(tmp_path / "ml-100k")
+    extra = write_text(tmp_path / "shop", {
+        "interactions.csv": "user_id,item_id,timestamp\n7,a,1\n7,b,2\n7,c,3\n8,c,1\n8,a,2\n8,b,3\n8,d,4\n",
+        "items.csv": "item_id,modality,text,image,domain\na,text,red shoe,,S\nb,text,blue shoe,,S\n"
+                     "c,image,,pics/c.png,S\nd,text,green hat,,T\n",
+    })
+    (extra / "pics").mkdir()
+    Image.new("RGB", (8, 8), "red").save(extra / "pics" / "c.png")
+    spec = {"name": "shop", "source": "folder", "path": str(extra), "domain": "S"}
+    cfg = load_config(None, ["data.source=movielens", f"data.path={main}", f"data.extra_sources=[{spec}]"])
+    data = prepare_data(cfg.data)
+    items = data.dataset.items
+    assert items.ids.to_list() == ["1", "2", "3", "shop:a", "shop:b", "shop:c"]  # domain T's item filtered out
+    assert items.domain[1:] == ["default"] * 3 + ["shop:S"] * 3 and items.text[4] == "red shoe"
+    assert items.image[6] == str(extra / "pics/c.png")  # the extra source's image paths are made absolute
+    users = data.dataset.interactions.users.to_list()
+    assert users == ["7", "5", "shop:7", "shop:8"]  # user 7 of each source stays two users
+    assert [len(s) for s in data.split.train] == [0, 1, 0, 1, 1]  # user 5 (one rating) filtered, as without extras
+    seqs = data.dataset.interactions.sequences()
+    assert items.ids.decode(seqs[1]) == ["1", "2", "3"]
+    assert items.ids.decode(seqs[3]) == ["shop:a", "shop:b", "shop:c"]
+    assert data.dataset.profiles.attributes["gender"] == [None, "F", "M", None, None]
+    main_cases, shop_cases = cases_by_source(data.split.valid, data.dataset.interactions.users, ["shop"])
+    assert main_cases.users.tolist() == [1] and shop_cases.users.tolist() == [3, 4]  # calibration weighs each alike
+    assert shop_cases.targets.tolist() == data.split.valid.targets[1:].tolist()
+    # a wrong key names the nearest valid one; the prefix must be unique and ':'-free
+    bad = [({"source": "folder", "path": str(extra), "domian": "S"},
+            r"extra_sources\[0\]\.domian.*'data\.extra_sources\[0\]\.domain'"),
+           ({"path": str(extra)}, "a 'source' key"),
+           ({"name": "a:b", "source": "folder", "path": str(extra)}, "cannot contain ':'")]
+    for extra_spec, message in bad:
+        cfg = load_config(None, ["data.source=movielens", f"data.path={main}", f"data.extra_sources=[{extra_spec}]"])
+        with pytest.raises(ConfigError, match=message):
+            prepare_data(cfg.data)
+    twice = load_config(None, ["data.source=movielens", f"data.path={main}", f"data.extra_sources=[{spec}, {spec}]"])
+    with pytest.raises(ConfigError, match="names must differ"):
+        prepare_data(twice.data)

@@ -43,6 +43,7 @@ class DataConfig:
     item_holdout_seed: int = 0
     item_holdout_by: str = "random"  # random: items drawn uniformly | content: whole clusters of similar texts
     item_holdout_users: bool = False  # also split the users: each side keeps its own (a new domain's are new)
+    extra_sources: list[dict] = field(default_factory=list)  # more datasets trained on with this one ([{source: synthetic, domain: A}]); ids prefixed <name>: (transrec.data.multisource)
 
 
 @dataclass

@@ -117,6 +117,10 @@ def prepare_data(cfg) -> PreparedData:
         dataset = restrict_to_domain(dataset, cfg.domain)
     if getattr(cfg, "modality", None):
         dataset = restrict_to_modality(dataset, cfg.modality)
+    if getattr(cfg, "extra_sources", None):
+        from transrec.data.multisource import load_extra_source, merge_datasets
+
+        dataset = merge_datasets(dataset, [load_extra_source(s, i) for i, s in enumerate(cfg.extra_sources)])
     if getattr(cfg, "item_holdout", 0.0):
         dataset = hold_out_items(dataset, cfg.item_holdout, cfg.item_holdout_side, cfg.item_holdout_seed,
                                  cfg.item_holdout_by, cfg.item_holdout_users)

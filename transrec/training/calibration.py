@@ -80,15 +80,21 @@ def calibrate_residual(cfg: Config, output_dir: str | Path) -> dict:
 
 def _sweep(model, grid: tuple[float, ...], set_weight, data, cfg: Config, term: str) -> tuple[float, dict]:
     """Zero-shot held-out valid NDCG@10 for each weight of `term` -> (the best, the smallest on ties; all).
-    The best weight is left set, so the next term is swept on top of it."""
+    The best weight is left set, so the next term is swept on top of it. With several sources
+    (`data.extra_sources`) the metric is the mean of the sources' own."""
+    from transrec.data.multisource import cases_by_source, source_prefix
     from transrec.evaluation.evaluator import evaluate
 
+    groups = [data.split.valid]
+    if cfg.data.extra_sources:
+        prefixes = [source_prefix(s, i) for i, s in enumerate(cfg.data.extra_sources)]
+        groups = cases_by_source(data.split.valid, data.dataset.interactions.users, prefixes)
     found = {}
     with torch.no_grad():
         for w in grid:
             set_weight(w)
             with model.zero_shot_scoring():
-                found[w] = evaluate(model, data.split.valid, cfg.eval, cfg.data.max_len)["NDCG@10"]
+                found[w] = sum(evaluate(model, g, cfg.eval, cfg.data.max_len)["NDCG@10"] for g in groups) / len(groups)
         best = max(found, key=lambda w: (found[w], -w))
         set_weight(best)
     log.info("transfer calibration on %d held-out items: %s weight %g (held-out valid NDCG@10 by weight: %s)",
