@@ -87,3 +87,16 @@ def test_popularity_prior_adds_weighted_log_counts(cases):
     # a huge weight is popularity order; weight 0 is the content score alone
     w, tried = fit_prior_weight(base, counts, cases, EvalConfig(), max_len=10, grid=(0.0, 1000.0))
     assert set(tried) == {0.0, 1000.0} and tried[w] == max(tried.values())
+
+
+def test_tfidf_vocabulary_shrinks_on_a_catalogue_too_large_for_dense_rows(monkeypatch):
+    import transrec.data.text_features as text_features
+
+    texts = [f"common word{i} rare{i}" for i in range(600)] + ["common shared", "shared common"]
+    full = tfidf_features(texts)
+    assert full.shape == (603, 1202)  # common, shared, 600 word<i>, 600 rare<i>: nothing capped
+    monkeypatch.setattr(text_features, "MAX_CELLS", 603 * 300)  # room for 300 columns: the floor of 256 is kept
+    small = tfidf_features(texts)
+    assert small.shape == (603, 300)
+    # the terms kept are those found in the most items: the two shared ones match as before
+    assert (small[601] @ small[602]).item() == pytest.approx((full[601] @ full[602]).item(), rel=1e-6)
