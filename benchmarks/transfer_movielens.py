@@ -17,9 +17,11 @@ cases (leave-one-out, exact full ranking over the 563 target movies, history exc
 
 `--direction reverse` swaps the sides (source: the older movies, target: those from 1994 on), which is
 how a model trained on ML-100k meets a newer catalogue; `--split genre` splits the movies by genre
-instead (dramas vs the rest, `data.genre_split=Drama`); `--fractions` with no value skips the trained
-rows. Seeds vary the source model and the target-side runs. Resumable: a finished run is not rerun.
-Writes benchmarks/results/transfer_movielens[_genre][_reverse].{md,json,png}.
+instead (dramas vs the rest, `data.genre_split=Drama`); `--disjoint-users` trains the source on half
+of the users and evaluates the target on the other half (`data.user_holdout`; a real new domain has
+other users); `--fractions` with no value skips the trained rows. Seeds vary the source model and the
+target-side runs. Resumable: a finished run is not rerun.
+Writes benchmarks/results/transfer_movielens[_genre][_reverse][_disjoint_users].{md,json,png}.
 """
 
 from __future__ import annotations
@@ -57,12 +59,18 @@ def done(out: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def target_overrides(split: str, direction: str) -> list[str]:
-    return SPLITS[split][0] + [f"data.domain={SPLITS[split][1][direction][1]}"]
+#: --disjoint-users: the source config keeps one half of the users, the target config the other
+USER_HALVES = {"source": ["data.user_holdout=0.5", "data.user_holdout_side=train"],
+               "target": ["data.user_holdout=0.5", "data.user_holdout_side=heldout"]}
+
+
+def target_overrides(split: str, direction: str, disjoint_users: bool = False) -> list[str]:
+    return SPLITS[split][0] + [f"data.domain={SPLITS[split][1][direction][1]}"] + (
+        USER_HALVES["target"] if disjoint_users else [])
 
 
 def run_seed(seed: int, fractions: list[float], runs: Path, split: str, direction: str,
-             source_set: list[str] = ()) -> dict:
+             source_set: list[str] = (), disjoint_users: bool = False) -> dict:
     from transrec.config import load_config
     from transrec.training.study import id_config
     from transrec.training.trainer import train
@@ -72,8 +80,8 @@ def run_seed(seed: int, fractions: list[float], runs: Path, split: str, directio
     source = runs / f"source-seed{seed}"
     if done(source) is None:
         overrides = SPLITS[split][0] + [f"train.seed={seed}", f"data.domain={source_domain}", *source_set]
-        train(load_config(str(SOURCE_CFG), overrides), source)
-    target = target_overrides(split, direction)
+        train(load_config(str(SOURCE_CFG), overrides + USER_HALVES["source"] * disjoint_users), source)
+    target = target_overrides(split, direction, disjoint_users)
     zs_out = runs / f"zero_shot-seed{seed}"
     zs = done(zs_out) or transfer(source / "model", load_config(str(TARGET_CFG), target), "zero_shot", zs_out)
     row = {"source_test": done(source)["test"], "zero_shot": zs["test"],
@@ -95,12 +103,12 @@ def run_seed(seed: int, fractions: list[float], runs: Path, split: str, directio
     return row
 
 
-def heuristics(runs: Path, split: str, direction: str) -> dict:
+def heuristics(runs: Path, split: str, direction: str, disjoint_users: bool = False) -> dict:
     from transrec.config import load_config
     from transrec.training.transfer import transfer
 
     out = runs / "heuristics"
-    cfg = load_config(str(TARGET_CFG), target_overrides(split, direction))
+    cfg = load_config(str(TARGET_CFG), target_overrides(split, direction, disjoint_users))
     metrics = done(out) or transfer(None, cfg, "heuristics", out)
     return {name: r["test"] for name, r in metrics["heuristics"].items()}
 
@@ -168,22 +176,27 @@ def main() -> None:
     parser.add_argument("--fractions", type=float, nargs="*", default=[0.05, 0.2, 1.0])
     parser.add_argument("--split", choices=sorted(SPLITS), default="era")
     parser.add_argument("--direction", choices=("forward", "reverse"), default="forward")
+    parser.add_argument("--disjoint-users", action="store_true",
+                        help="source and target on two disjoint halves of the users")
     parser.add_argument("--source-set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="extra overrides of the source config (an ablation; give it its own --stem)")
     parser.add_argument("--runs", default=None, help="default: runs/<stem>")
     parser.add_argument("--stem", default=None, help="default: transfer_movielens[_genre][_reverse]")
     args = parser.parse_args()
     stem = args.stem or "_".join(["transfer_movielens"] + [args.split] * (args.split != "era")
-                                 + [args.direction] * (args.direction != "forward"))
+                                 + [args.direction] * (args.direction != "forward")
+                                 + ["disjoint_users"] * args.disjoint_users)
     runs = Path(args.runs or ROOT / "runs" / stem)
     flags = [f"--split {args.split}"] * (args.split != "era") + [f"--direction {args.direction}"] * (
-        args.direction != "forward") + ["--fractions"] * (not args.fractions) + (
+        args.direction != "forward") + ["--disjoint-users"] * args.disjoint_users + [
+        "--fractions"] * (not args.fractions) + (
         [f"--source-set {' '.join(args.source_set)}"] if args.source_set else [])
     command = " ".join(["python benchmarks/transfer_movielens.py"] + flags)
-    heur = heuristics(runs, args.split, args.direction)
+    heur = heuristics(runs, args.split, args.direction, args.disjoint_users)
     rows = []
     for seed in args.seeds:
-        rows.append(run_seed(seed, args.fractions, runs, args.split, args.direction, args.source_set))
+        rows.append(run_seed(seed, args.fractions, runs, args.split, args.direction, args.source_set,
+                             args.disjoint_users))
         text, summary = summarise(rows, heur, args.fractions, args.split, args.direction, command)
         write_results(stem, text, {"summary": summary, "rows": rows, "heuristics": heur},
                       lambda path: plot(summary, args.fractions, path))

@@ -290,6 +290,30 @@ def test_content_holdout_keeps_clusters_of_similar_texts_on_one_side_and_users_a
         hold_out_items(full, 0.5, "train", by="popularity")
 
 
+def test_user_holdout_gives_two_configs_of_one_dataset_disjoint_users_across_domains(tiny_world):
+    """data.user_holdout: a source config (one domain, side train) and a target config (the other domain,
+    side heldout) of one dataset share no user, and together keep every user of the file."""
+    import numpy as np
+
+    from transrec.data.pipeline import prepare_data
+
+    def users(domain: str, side: str) -> set[str]:
+        cfg = load_config(None, [f"data.path={tiny_world}", "data.source=folder", f"data.domain={domain}",
+                                 "data.user_holdout=0.5", f"data.user_holdout_side={side}"])
+        ds = prepare_data(cfg.data).dataset
+        return set(ds.interactions.users.decode(np.unique(ds.interactions.user)))
+
+    source, target = users("A", "train"), users("B", "heldout")
+    assert source and target and not source & target
+    assert not users("A", "heldout") & source and not users("B", "train") & target  # the same draw in both
+    whole = prepare_data(load_config(None, [f"data.path={tiny_world}", "data.source=folder", "data.domain=A"]).data)
+    assert users("A", "heldout") | source == set(whole.dataset.interactions.users.decode(
+        np.unique(whole.dataset.interactions.user)))  # nobody lost
+    with pytest.raises(ConfigError, match="user_holdout_side"):
+        prepare_data(load_config(None, [f"data.path={tiny_world}", "data.source=folder",
+                                        "data.user_holdout=0.5", "data.user_holdout_side=both"]).data)
+
+
 def test_transfer_calibration_sets_the_zero_shot_residual_weight(tiny_world, tmp_path):
     """train.transfer_calibration trains on kept items, picks the residual weight on held-out ones, saves it
     in the checkpoint; zero-shot ranking uses it and the learned weight comes back afterwards."""

@@ -43,6 +43,9 @@ class DataConfig:
     item_holdout_seed: int = 0
     item_holdout_by: str = "random"  # random: items drawn uniformly | content: whole clusters of similar texts
     item_holdout_users: bool = False  # also split the users: each side keeps its own (a new domain's are new)
+    user_holdout: float = 0.0  # keep one side of this share of the users (seeded; 0 = off): disjoint user bases
+    user_holdout_side: str = "train"  # train: the other users | heldout: the held-out ones
+    user_holdout_seed: int = 0
     extra_sources: list[dict] = field(default_factory=list)  # more datasets trained on with this one ([{source: synthetic, domain: A}]); ids prefixed <name>: (transrec.data.multisource)
 
 

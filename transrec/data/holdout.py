@@ -50,6 +50,24 @@ def hold_out_items(dataset: RecDataset, share: float, side: str, seed: int = 0, 
     return restrict_dataset(dataset, keep, name, user_mask)
 
 
+def hold_out_users(dataset: RecDataset, share: float, side: str, seed: int = 0) -> RecDataset:
+    """Keep one side of a seeded `share` of the users (`heldout`) or the rest (`train`), every item kept:
+    two configs that differ only in the side get disjoint user bases (users are drawn by their index in
+    the loaded file, before any domain filter, so a source and a target config of one dataset agree)."""
+    from transrec.data.pipeline import restrict_dataset
+
+    if not 0 < share < 1:
+        raise ConfigError(f"data.user_holdout must be in (0, 1), got {share}")
+    if side not in ("train", "heldout"):
+        raise ConfigError(f"data.user_holdout_side must be train or heldout, got {side!r}")
+    num_users = len(dataset.interactions.users)
+    held = np.zeros(num_users + 1, dtype=bool)  # index 0: padding
+    held[1 + np.random.default_rng(seed).permutation(num_users)[: max(1, round(share * num_users))]] = True
+    name = f"{dataset.name}[{side} users, holdout {share:g}]"
+    every_item = np.arange(1, dataset.items.num_items + 1)
+    return restrict_dataset(dataset, every_item, name, held if side == "heldout" else ~held)
+
+
 def _held_positions(dataset: RecDataset, share: float, rng: np.random.Generator, by: str) -> np.ndarray:
     """0-based positions of the held-out items: a `share` of all, or (content) of the text items by whole
     clusters and of the others (no text to cluster) uniformly."""

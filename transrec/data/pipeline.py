@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transrec.data.holdout import hold_out_items
+from transrec.data.holdout import hold_out_items, hold_out_users
 from transrec.data.schema import Interactions, ItemCatalog, RecDataset
 from transrec.data.splits import LeaveOneOutSplit, filter_sequences, leave_one_out
 from transrec.errors import ConfigError, DataError
@@ -113,6 +113,8 @@ def restrict_dataset(dataset: RecDataset, keep: np.ndarray, name: str,
 
 def prepare_data(cfg) -> PreparedData:
     dataset = load_raw_dataset(cfg)
+    if getattr(cfg, "user_holdout", 0.0):
+        dataset = hold_out_users(dataset, cfg.user_holdout, cfg.user_holdout_side, cfg.user_holdout_seed)
     if cfg.domain:
         dataset = restrict_to_domain(dataset, cfg.domain)
     if getattr(cfg, "modality", None):
