@@ -269,13 +269,8 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
     @contextlib.contextmanager
     def zero_shot_scoring(self):
         """Rank new items as calibrated for transfer: the calibrated residual weight (if any), the
-        lexical term and the content prior (each if it has a weight), and the residual's similarity over
-        every principal direction of the encoder's features (training keeps the top 64, for speed); the
-        learned weight and the training width come back afterwards."""
+        lexical term and the content prior (each if it has a weight); the learned weight comes back afterwards."""
         learned = None
-        full = getattr(self.item_encoder, "similarity_full", None)
-        if full is not None:
-            self.item_encoder.set_similarity_full(True)
         if self.residual_weight is not None and self.transfer_residual_weight is not None:
             learned = self.residual_weight.detach().clone()
             with torch.no_grad():
@@ -286,8 +281,6 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
             yield self
         finally:
             self._lexical_on = self._prior_on = False
-            if full is not None:
-                self.item_encoder.set_similarity_full(full)
             if learned is not None:
                 with torch.no_grad():
                     self.residual_weight.copy_(learned)

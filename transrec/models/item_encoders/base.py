@@ -247,7 +247,7 @@ class ContentItemEncoder(nn.Module):
     def clear_feature_cache(self) -> None:
         """Drop every cache of frozen outputs (pooled vectors, bottom outputs) and the similarity basis."""
         self.clear_frozen_caches()
-        self._similarity_bases = None
+        self._similarity_basis = None
         self._recent_features = None
 
     def content_features(self, items: torch.Tensor) -> torch.Tensor:
@@ -291,16 +291,8 @@ class ContentItemEncoder(nn.Module):
     def feature_dim(self) -> int:
         return self.projection.in_features
 
-    #: width -> (mean, top principal directions) of the attached catalogue's pooled features, on first use
-    _similarity_bases: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None
-    #: keep every principal direction (zero-shot ranking) rather than the top `SIMILARITY_DIM` (training)
-    similarity_full: bool = False
-
-    def set_similarity_full(self, full: bool) -> None:
-        self.similarity_full = bool(full)
-
-    def has_similarity_basis(self) -> bool:
-        return bool(self._similarity_bases) and self.similarity_dim in self._similarity_bases
+    #: (mean, top principal directions) of the attached catalogue's pooled features, computed on first use
+    _similarity_basis: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @torch.no_grad()
     def similarity_features(self, items: torch.Tensor, centred: bool = True) -> torch.Tensor:
@@ -309,13 +301,10 @@ class ContentItemEncoder(nn.Module):
 
         `centred=False`: the plain pooled features (the heuristics: what a user would try). `centred=True`:
         centred on the attached catalogue's mean and reduced to its top `SIMILARITY_DIM` principal
-        directions (all of them with `similarity_full`, as zero-shot ranking sets). Centring matters because
-        pooled features share a large common direction (ReLU CNN features have cosine ~0.9 for any pair),
-        which would add a near-constant bonus to every item of the last item's modality; the reduction keeps
-        the residual cheap in a full softmax over many items (a [positions x items x dims] product) while
-        training. Ranking a new catalogue keeps every direction: on MovieLens and the synthetic world the
-        centred cosine over all of MiniLM's 384 dimensions ranked better than over the top 64 (and than the
-        uncentred cosine), measured in benchmarks/README.md."""
+        directions. Centring matters because pooled features share a large common direction (ReLU CNN
+        features have cosine ~0.9 for any pair), which would add a near-constant bonus to every item of
+        the last item's modality; the reduction keeps the residual cheap in a full softmax over many
+        items (a [positions x items x dims] product) while keeping the catalogue's main similarity axes."""
         items = items.to(self._device())
         real = (items > 0).nonzero(as_tuple=True)[0]
         feats = None
@@ -335,19 +324,17 @@ class ContentItemEncoder(nn.Module):
 
     @property
     def similarity_dim(self) -> int:
-        return self.feature_dim if self.similarity_full else min(SIMILARITY_DIM, self.feature_dim)
+        return min(SIMILARITY_DIM, self.feature_dim)
 
     @torch.no_grad()
     def similarity_basis(self, items: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean [h], directions [h, similarity_dim]) over `items` (default: the whole attached catalogue)."""
-        bases = self._similarity_bases if self._similarity_bases is not None else {}
-        if self.similarity_dim not in bases:
+        if self._similarity_basis is None:
             if items is None:
                 items = torch.arange(1, self._store().num_items + 1)
             feats = torch.cat([self.content_features(items[s:s + 256]).float() for s in range(0, len(items), 256)])
-            bases[self.similarity_dim] = principal_basis(feats, self.similarity_dim)
-        self._similarity_bases = bases
-        return bases[self.similarity_dim]
+            self._similarity_basis = principal_basis(feats, self.similarity_dim)
+        return self._similarity_basis
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         """[k] distinct item indices -> [k, dim]; index 0 (padding) gives zeros."""

@@ -82,11 +82,6 @@ class MixtureItemEncoder(ContentItemEncoder):
     def similarity_dim(self) -> int:
         return self.text.similarity_dim + self.image.similarity_dim
 
-    def set_similarity_full(self, full: bool) -> None:
-        super().set_similarity_full(full)
-        self.text.set_similarity_full(full)
-        self.image.set_similarity_full(full)
-
     @torch.no_grad()
     def similarity_features(self, items: torch.Tensor, centred: bool = True) -> torch.Tensor:
         """Text features in the first block, image features in the second: each modality keeps its
@@ -102,7 +97,7 @@ class MixtureItemEncoder(ContentItemEncoder):
         for (code, encoder), width in zip(blocks, widths):
             pos = (modality == code).nonzero(as_tuple=True)[0]
             if len(pos):
-                if centred and not encoder.has_similarity_basis():  # fit on this modality's items only
+                if centred and encoder._similarity_basis is None:  # fit on this modality's items only
                     encoder.similarity_basis((self._store().modality == code).nonzero(as_tuple=True)[0])
                 out[pos, start:start + width] = encoder.similarity_features(items[pos], centred)
             start += width
