@@ -100,3 +100,18 @@ def test_tfidf_vocabulary_shrinks_on_a_catalogue_too_large_for_dense_rows(monkey
     assert small.shape == (603, 300)
     # the terms kept are those found in the most items: the two shared ones match as before
     assert (small[601] @ small[602]).item() == pytest.approx((full[601] @ full[602]).item(), rel=1e-6)
+
+
+def test_lexical_texts_can_drop_numbers_and_the_model_keeps_the_choice(tmp_path):
+    from transrec.data.schema import ItemCatalog
+    from transrec.hub import load_model, save_model
+    from transrec.models.recommender import SequentialRecommender, lexical_texts
+
+    catalog = ItemCatalog.from_records(["a", "b", "c"], ["text", "image", "text"],
+                                       ["Heat (1995). Year: 1995.", None, "Rocky II (1979)"],
+                                       [None, "x.png", None])
+    assert lexical_texts(catalog) == ["Heat (1995). Year: 1995.", None, "Rocky II (1979)"]
+    assert lexical_texts(catalog, numbers=False) == ["Heat ( ). Year:  .", None, "Rocky II ( )"]
+    model = SequentialRecommender(num_items=3, lexical_numbers=False)
+    save_model(model, tmp_path / "m", ["a", "b", "c"])
+    assert load_model(tmp_path / "m").lexical_numbers is False

@@ -76,6 +76,7 @@ class ModelConfig:
     score: str = "dot"  # dot | cosine (unit vectors times a learned scale: item norms carry no catalogue-specific signal)
     content_residual: bool = False  # content models: + learned weight x the encoder's own cosine to the last item
     residual_weight: float = 1.0  # content_residual: the weight's initial value (it is learned)
+    lexical_numbers: bool = True  # zero-shot lexical term: match digit runs (years) too; false drops them
     pretrained: bool = True  # start content backbones from their pretrained weights (where they have any)
 
 

@@ -131,10 +131,15 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], where: s
 SCORES = ("dot", "cosine")
 
 
-def lexical_texts(catalog) -> list[str | None]:
+_DIGITS = re.compile(r"\d+")
+
+
+def lexical_texts(catalog, numbers: bool = True) -> list[str | None]:
     """The texts the zero-shot lexical term compares, items 1..n: text items' own; image items' none
-    (they are ranked from their pixels, never from a caption)."""
-    return [t if m == "text" else None for t, m in zip(catalog.text[1:], catalog.modality[1:])]
+    (they are ranked from their pixels, never from a caption). `numbers=False` drops digit runs (years,
+    counts), whose matches may mean something in one catalogue only (same-year movies rated together)."""
+    texts = [t if m == "text" else None for t, m in zip(catalog.text[1:], catalog.modality[1:])]
+    return texts if numbers else [None if t is None else _DIGITS.sub(" ", t) for t in texts]
 
 
 class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="transrec", tags=HUB_TAGS):
@@ -160,7 +165,7 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
                  mask_token: bool = False, score: str = "dot", content_residual: bool = False,
                  score_scale: float = 10.0, residual_weight: float = 1.0,
                  transfer_residual_weight: float | None = None, transfer_lexical_weight: float | None = None,
-                 transfer_content_prior_weight: float | None = None):
+                 transfer_content_prior_weight: float | None = None, lexical_numbers: bool = True):
         super().__init__()
         if score not in SCORES:
             raise ConfigError(f"model.score must be one of {', '.join(SCORES)}, got {score!r}")
@@ -188,6 +193,7 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
         self.transfer_lexical_weight = transfer_lexical_weight
         self._lexical_on = False  # inside zero_shot_scoring with a lexical weight
         self._lexical: tuple[object, torch.Tensor] | None = None  # (content store, its TF-IDF rows)
+        self.lexical_numbers = lexical_numbers  # the lexical term matches digit runs too
         #: zero-shot ranking: the weight of the content prior (None/0: unused)
         self.transfer_content_prior_weight = transfer_content_prior_weight
         self._prior_on = False  # inside zero_shot_scoring with a content prior weight
@@ -291,7 +297,8 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
         if self._lexical is None or self._lexical[0] is not store:
             from transrec.models.heuristics import tfidf_features
 
-            self._lexical = (store, tfidf_features(lexical_texts(store.catalog)).to(self._device()))
+            texts = lexical_texts(store.catalog, self.lexical_numbers)
+            self._lexical = (store, tfidf_features(texts).to(self._device()))
         return self._lexical[1][items]
 
     def content_prior(self, items: torch.Tensor) -> torch.Tensor:
@@ -478,7 +485,8 @@ def build_model(model_cfg, num_items: int, max_len: int, mask_token: bool = Fals
                                  encoder_args=options, item_encoder_args=item_encoder_args(model_cfg),
                                  mask_token=mask_token, score=model_cfg.score,
                                  content_residual=model_cfg.content_residual,
-                                 residual_weight=model_cfg.residual_weight)
+                                 residual_weight=model_cfg.residual_weight,
+                                 lexical_numbers=model_cfg.lexical_numbers)
 
 
 def item_encoder_args(model_cfg) -> dict[str, Any]:
