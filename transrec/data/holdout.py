@@ -28,10 +28,7 @@ def hold_out_items(dataset: RecDataset, share: float, side: str, seed: int = 0, 
     interactions: `train` the rest, `heldout` the held-out items (rated by the held-out users)."""
     from transrec.data.pipeline import restrict_dataset
 
-    if not 0 < share < 1:
-        raise ConfigError(f"data.item_holdout must be in (0, 1), got {share}")
-    if side not in ("train", "heldout"):
-        raise ConfigError(f"data.item_holdout_side must be train or heldout, got {side!r}")
+    _check(share, side, "item_holdout")
     if by not in HOLDOUT_BY:
         raise ConfigError(f"data.item_holdout_by must be one of {', '.join(HOLDOUT_BY)}, got {by!r}")
     rng = np.random.default_rng(seed)
@@ -40,12 +37,7 @@ def hold_out_items(dataset: RecDataset, share: float, side: str, seed: int = 0, 
     held[1 + _held_positions(dataset, share, rng, by)] = True
     keep = np.flatnonzero(held if side == "heldout" else ~held)
     keep = keep[keep > 0]
-    user_mask = None
-    if users:
-        num_users = len(dataset.interactions.users)
-        held_users = np.zeros(num_users + 1, dtype=bool)  # index 0: padding
-        held_users[1 + rng.permutation(num_users)[: max(1, round(share * num_users))]] = True
-        user_mask = held_users if side == "heldout" else ~held_users
+    user_mask = _user_side(len(dataset.interactions.users), share, side, rng) if users else None
     name = f"{dataset.name}[{side} items{' and users' * users}, holdout {share:g} by {by}]"
     return restrict_dataset(dataset, keep, name, user_mask)
 
@@ -56,16 +48,24 @@ def hold_out_users(dataset: RecDataset, share: float, side: str, seed: int = 0) 
     the loaded file, before any domain filter, so a source and a target config of one dataset agree)."""
     from transrec.data.pipeline import restrict_dataset
 
-    if not 0 < share < 1:
-        raise ConfigError(f"data.user_holdout must be in (0, 1), got {share}")
-    if side not in ("train", "heldout"):
-        raise ConfigError(f"data.user_holdout_side must be train or heldout, got {side!r}")
-    num_users = len(dataset.interactions.users)
-    held = np.zeros(num_users + 1, dtype=bool)  # index 0: padding
-    held[1 + np.random.default_rng(seed).permutation(num_users)[: max(1, round(share * num_users))]] = True
-    name = f"{dataset.name}[{side} users, holdout {share:g}]"
+    _check(share, side, "user_holdout")
+    user_mask = _user_side(len(dataset.interactions.users), share, side, np.random.default_rng(seed))
     every_item = np.arange(1, dataset.items.num_items + 1)
-    return restrict_dataset(dataset, every_item, name, held if side == "heldout" else ~held)
+    return restrict_dataset(dataset, every_item, f"{dataset.name}[{side} users, holdout {share:g}]", user_mask)
+
+
+def _check(share: float, side: str, key: str) -> None:
+    if not 0 < share < 1:
+        raise ConfigError(f"data.{key} must be in (0, 1), got {share}")
+    if side not in ("train", "heldout"):
+        raise ConfigError(f"data.{key}_side must be train or heldout, got {side!r}")
+
+
+def _user_side(num_users: int, share: float, side: str, rng: np.random.Generator) -> np.ndarray:
+    """Mask over user indices (0 = padding) of one side of a seeded `share` of the users."""
+    held = np.zeros(num_users + 1, dtype=bool)
+    held[1 + rng.permutation(num_users)[: max(1, round(share * num_users))]] = True
+    return held if side == "heldout" else ~held
 
 
 def _held_positions(dataset: RecDataset, share: float, rng: np.random.Generator, by: str) -> np.ndarray:

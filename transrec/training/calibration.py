@@ -66,35 +66,42 @@ def calibrate_residual(cfg: Config, output_dir: str | Path) -> dict:
     model = load_model(Path(output_dir) / "model")
     data = prepare_data(held.data)
     model.attach_content(model.item_encoder.build_content_store(data.dataset.items, cfg.data.on_bad_content))
+    cases = _cases_by_source(data, cfg)
     # the kept model has no calibrated weights yet, so zero_shot_scoring adds only the term being swept
-    best, found = _sweep(model, WEIGHT_GRID, model.residual_weight.fill_, data, cfg, "residual")
+    best, found = _sweep(model, WEIGHT_GRID, model.residual_weight.fill_, data, cases, cfg, "residual")
     out = {"residual_weight": best, "heldout_share": share, "heldout_items": data.num_items,
            "heldout_valid_NDCG@10_by_weight": found, "lexical_weight": None}
     if any(lexical_texts(data.dataset.items)):
         out["lexical_weight"], out["heldout_valid_NDCG@10_by_lexical_weight"] = _sweep(
-            model, LEXICAL_GRID, model.set_transfer_lexical_weight, data, cfg, "lexical")
+            model, LEXICAL_GRID, model.set_transfer_lexical_weight, data, cases, cfg, "lexical")
     out["content_prior_weight"], out["heldout_valid_NDCG@10_by_content_prior_weight"] = _sweep(
-        model, CONTENT_PRIOR_GRID, model.set_transfer_content_prior_weight, data, cfg, "content prior")
+        model, CONTENT_PRIOR_GRID, model.set_transfer_content_prior_weight, data, cases, cfg, "content prior")
     return out
 
 
-def _sweep(model, grid: tuple[float, ...], set_weight, data, cfg: Config, term: str) -> tuple[float, dict]:
-    """Zero-shot held-out valid NDCG@10 for each weight of `term` -> (the best, the smallest on ties; all).
-    The best weight is left set, so the next term is swept on top of it. With several sources
-    (`data.extra_sources`) the metric is the mean of the sources' own."""
+def _cases_by_source(data, cfg: Config) -> list:
+    """The held-out validation cases, one group per source with `data.extra_sources` (each weighs alike)."""
+    if not cfg.data.extra_sources:
+        return [data.split.valid]
     from transrec.data.multisource import cases_by_source, source_prefix
+
+    prefixes = [source_prefix(s, i) for i, s in enumerate(cfg.data.extra_sources)]
+    return cases_by_source(data.split.valid, data.dataset.interactions.users, prefixes)
+
+
+def _sweep(model, grid: tuple[float, ...], set_weight, data, cases: list, cfg: Config,
+           term: str) -> tuple[float, dict]:
+    """Zero-shot held-out valid NDCG@10 (the mean over `cases`' groups) for each weight of `term` ->
+    (the best, the smallest on ties; all). The best weight is left set, so the next term is swept on top."""
     from transrec.evaluation.evaluator import evaluate
 
-    groups = [data.split.valid]
-    if cfg.data.extra_sources:
-        prefixes = [source_prefix(s, i) for i, s in enumerate(cfg.data.extra_sources)]
-        groups = cases_by_source(data.split.valid, data.dataset.interactions.users, prefixes)
     found = {}
     with torch.no_grad():
         for w in grid:
             set_weight(w)
             with model.zero_shot_scoring():
-                found[w] = sum(evaluate(model, g, cfg.eval, cfg.data.max_len)["NDCG@10"] for g in groups) / len(groups)
+                scores = [evaluate(model, group, cfg.eval, cfg.data.max_len)["NDCG@10"] for group in cases]
+                found[w] = sum(scores) / len(scores)
         best = max(found, key=lambda w: (found[w], -w))
         set_weight(best)
     log.info("transfer calibration on %d held-out items: %s weight %g (held-out valid NDCG@10 by weight: %s)",
