@@ -212,19 +212,25 @@ def test_content_only_zero_shot_reads_no_target_interaction(source_run, tiny_wor
 
 def test_zero_shot_with_popularity_holds_every_heuristic_term_and_keeps_the_best_weights(source_run, tiny_world):
     """The popularity mode fuses model + encoder cosine + log count + TF-IDF cosine: its validation value
-    is the one its weights give, no worse than the best (encoder, prior) pair without TF-IDF, and no
-    prior weight beats the chosen one with the others fixed."""
+    is the one its weights give (with the model's own terms as it chose them), no worse than the best
+    (encoder, prior) pair without TF-IDF for the calibrated model, and no prior weight beats the chosen
+    one with the others fixed. The model keeps its calibrated terms afterwards."""
     from transrec.data.pipeline import prepare_data
     from transrec.evaluation.evaluator import evaluate
     from transrec.models.heuristics import PRIOR_GRID, ContentKNN, FusedScores, encoder_features, tfidf_features
     from transrec.models.recommender import PopularityModel, lexical_texts
-    from transrec.training.transfer import ENCODER_GRID, TFIDF_GRID, zero_shot_rankings
+    from transrec.training.transfer import ENCODER_GRID, TFIDF_GRID, model_variants, zero_shot_rankings
 
     out, _ = source_run
     cfg = load_config(None, content_overrides(tiny_world, "B"))
     data = prepare_data(cfg.data)
     model = load_model(out / "model")
+    model.set_transfer_lexical_weight(2.0)  # two calibrated terms, so four variants are tried
+    model.set_transfer_content_prior_weight(0.5)
+    assert model_variants(model) == [(2.0, 0.5), (2.0, 0.0), (0.0, 0.5), (0.0, 0.0)]
     result = zero_shot_rankings(model, data, cfg)["zero_shot_with_popularity"]
+    assert (model.transfer_lexical_weight, model.transfer_content_prior_weight) == (2.0, 0.5)
+    assert (result["model_lexical_weight"], result["model_content_prior_weight"]) in model_variants(model)
     max_len = cfg.data.max_len
     parts = [model, ContentKNN(encoder_features(model.item_encoder), "last", max_len),
              PopularityModel(data.num_items, max_len).fit(data.split.train),
@@ -232,12 +238,14 @@ def test_zero_shot_with_popularity_holds_every_heuristic_term_and_keeps_the_best
     chosen = [1.0, result["encoder_similarity_weight"], result["prior_weight"], result["lexical_weight"]]
     assert chosen[1] in ENCODER_GRID and chosen[2] in PRIOR_GRID and chosen[3] in TFIDF_GRID
 
-    def valid(weights):  # brute force, no memo
+    def valid(weights, variant=(result["model_lexical_weight"], result["model_content_prior_weight"])):
+        model.set_transfer_lexical_weight(variant[0])  # brute force, no memo
+        model.set_transfer_content_prior_weight(variant[1])
         with model.zero_shot_scoring():
             return evaluate(FusedScores(parts, weights), data.split.valid, cfg.eval, max_len)["NDCG@10"]
 
     assert valid(chosen) == pytest.approx(result["valid"]["NDCG@10"], abs=1e-9)
-    best_without_tfidf = max(valid([1.0, a, w, 0.0]) for a in ENCODER_GRID for w in PRIOR_GRID)
+    best_without_tfidf = max(valid([1.0, a, w, 0.0], (2.0, 0.5)) for a in ENCODER_GRID for w in PRIOR_GRID)
     assert result["valid"]["NDCG@10"] >= best_without_tfidf - 1e-9
     # the last pass: no prior weight beats the chosen one with the other weights fixed
     assert all(valid([1.0, chosen[1], w, chosen[3]]) <= result["valid"]["NDCG@10"] + 1e-9 for w in PRIOR_GRID)
@@ -566,3 +574,16 @@ def test_fine_tune_can_train_the_top_text_block_of_a_model_trained_frozen(tiny_w
     assert not changed(source.item_encoder.image.backbone, tuned.item_encoder.image.backbone)
     with pytest.raises(ConfigError, match="cache_frozen needs a frozen bottom"):
         tuned.set_text_trainable_blocks(-1)
+
+
+def test_model_variants_drop_only_terms_the_model_has():
+    """An uncalibrated model (no weights) or one whose terms are 0 is fused as it is; each weighted term
+    is tried kept and dropped, the calibrated pair first (so ties keep the calibrated model)."""
+    from types import SimpleNamespace
+
+    from transrec.training.transfer import model_variants
+
+    assert model_variants(SimpleNamespace(transfer_lexical_weight=None, transfer_content_prior_weight=None)) == [
+        (None, None)]
+    assert model_variants(SimpleNamespace(transfer_lexical_weight=0.0, transfer_content_prior_weight=5.0)) == [
+        (0.0, 5.0), (0.0, 0.0)]

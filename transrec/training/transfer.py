@@ -61,34 +61,68 @@ def zero_shot_rankings(model, data, cfg: Config) -> dict:
     w * log(1 + count) + t * (TF-IDF cosine to the last item), chosen on the target's validation
     cases: a and w by exhaustive search with t = 0, then t with a and w fixed, then w again if t > 0
     (a = w = t = 0 is the model alone). So the mode contains every training-free heuristic's
-    scoring (encoder cosine, TF-IDF, popularity prior). Training-free, but it reads the target's
-    training counts and validation cases, as the heuristics' prior does. The chosen weights are
-    reported, so whether the trained model adds anything to the heuristics is visible."""
-    from transrec.models.heuristics import (PRIOR_GRID, ContentKNN, FusedScores, MemoUsers, encoder_features,
-                                            fit_fusion, tfidf_features)
+    scoring (encoder cosine, TF-IDF, popularity prior). The model's own calibrated zero-shot terms
+    (its lexical term, its content prior) are each kept or dropped, also by the validation cases
+    (`model_variants`): once real counts are there, a popularity guessed from content is redundant,
+    and the fusion's own TF-IDF may serve better than the source-calibrated one. Training-free, but
+    it reads the target's training counts and validation cases, as the heuristics' prior does. The
+    chosen weights are reported, so whether the trained model adds anything to the heuristics is visible."""
+    from transrec.models.heuristics import ContentKNN, FusedScores, MemoUsers, encoder_features, tfidf_features
 
     out = zero_shot_content_only(model, data.dataset.items, {"valid": data.split.valid, "test": data.split.test},
                                  cfg)
     # from here on the target's training counts and validation cases are read (the labelled, separate mode)
     max_len = cfg.data.max_len
-    popularity = PopularityModel(data.num_items, max_len).fit(data.split.train)
-    similarity = ContentKNN(encoder_features(model.item_encoder), "last", max_len)
-    lexical = ContentKNN(tfidf_features(lexical_texts(data.dataset.items)), "last", max_len)
-    parts = [MemoUsers(p) for p in (model, similarity, popularity, lexical)]  # user vectors once for all passes
-    valid = data.split.valid
-    with model.zero_shot_scoring():
-        weights, _ = fit_fusion(parts, [(1.0,), ENCODER_GRID, PRIOR_GRID, (0.0,)], valid, cfg.eval, max_len)
-        weights, _ = fit_fusion(parts, [(1.0,), (weights[1],), (weights[2],), TFIDF_GRID], valid, cfg.eval,
-                                max_len)
-        if weights[3]:  # the prior's weight again, now with the lexical term (its 8k-wide vectors cost most)
-            weights, _ = fit_fusion(parts, [(1.0,), (weights[1],), PRIOR_GRID, (weights[3],)], valid, cfg.eval,
-                                    max_len)
-        fused = FusedScores(parts, weights)
-        out["zero_shot_with_popularity"] = {"valid": evaluate(fused, valid, cfg.eval, max_len),
-                                            "test": evaluate(fused, data.split.test, cfg.eval, max_len),
-                                            "prior_weight": weights[2], "encoder_similarity_weight": weights[1],
-                                            "lexical_weight": weights[3]}
+    heuristic_parts = [ContentKNN(encoder_features(model.item_encoder), "last", max_len),
+                       PopularityModel(data.num_items, max_len).fit(data.split.train),
+                       ContentKNN(tfidf_features(lexical_texts(data.dataset.items)), "last", max_len)]
+    heuristic_parts = [MemoUsers(p) for p in heuristic_parts]  # user vectors once for every pass and variant
+    valid, calibrated = data.split.valid, (model.transfer_lexical_weight, model.transfer_content_prior_weight)
+    best = None
+    try:
+        for lexical, prior in model_variants(model):
+            model.set_transfer_lexical_weight(lexical)
+            model.set_transfer_content_prior_weight(prior)
+            parts = [MemoUsers(model), *heuristic_parts]  # the model's user vectors differ per variant
+            with model.zero_shot_scoring():
+                weights, score = _fit_popularity_fusion(parts, valid, cfg)
+            if best is None or score > best[0]:  # ties: the earlier variant (the calibrated model first)
+                best = (score, weights, lexical, prior)
+        _, weights, lexical, prior = best
+        model.set_transfer_lexical_weight(lexical)
+        model.set_transfer_content_prior_weight(prior)
+        with model.zero_shot_scoring():
+            fused = FusedScores([model, *heuristic_parts], weights)
+            out["zero_shot_with_popularity"] = {"valid": evaluate(fused, valid, cfg.eval, max_len),
+                                                "test": evaluate(fused, data.split.test, cfg.eval, max_len),
+                                                "prior_weight": weights[2], "encoder_similarity_weight": weights[1],
+                                                "lexical_weight": weights[3], "model_lexical_weight": lexical,
+                                                "model_content_prior_weight": prior}
+    finally:  # the model keeps its calibrated terms for content-only ranking and saving
+        model.set_transfer_lexical_weight(calibrated[0])
+        model.set_transfer_content_prior_weight(calibrated[1])
     return out
+
+
+def model_variants(model) -> list[tuple[float | None, float | None]]:
+    """(lexical weight, content prior weight) pairs the popularity mode tries for the model: each of its
+    calibrated terms as calibrated and, if it has a weight, dropped (0). The calibrated pair comes first."""
+    lexical, prior = model.transfer_lexical_weight, model.transfer_content_prior_weight
+    return [(lex, pri) for lex in [lexical] + [0.0] * bool(lexical) for pri in [prior] + [0.0] * bool(prior)]
+
+
+def _fit_popularity_fusion(parts: list, valid, cfg: Config) -> tuple[list[float], float]:
+    """The popularity mode's sequential weight search (see `zero_shot_rankings`) -> (weights, valid NDCG@10)."""
+    from transrec.models.heuristics import PRIOR_GRID, fit_fusion
+
+    max_len = cfg.data.max_len
+    weights, tried = fit_fusion(parts, [(1.0,), ENCODER_GRID, PRIOR_GRID, (0.0,)], valid, cfg.eval, max_len)
+    weights, tried = fit_fusion(parts, [(1.0,), (weights[1],), (weights[2],), TFIDF_GRID], valid, cfg.eval,
+                                max_len)
+    if weights[3]:  # the prior's weight again, now with the lexical term (its 8k-wide vectors cost most)
+        weights, tried = fit_fusion(parts, [(1.0,), (weights[1],), PRIOR_GRID, (weights[3],)], valid, cfg.eval,
+                                    max_len)
+    return weights, tried[tuple(weights)]
 
 
 def transfer(source: str | Path | None, cfg: Config, mode: str, output_dir: str | Path) -> dict:
