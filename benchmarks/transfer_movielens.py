@@ -19,9 +19,11 @@ cases (leave-one-out, exact full ranking over the 563 target movies, history exc
 how a model trained on ML-100k meets a newer catalogue; `--split genre` splits the movies by genre
 instead (dramas vs the rest, `data.genre_split=Drama`); `--disjoint-users` trains the source on half
 of the users and evaluates the target on the other half (`data.user_holdout`; a real new domain has
-other users); `--fractions` with no value skips the trained rows. Seeds vary the source model and the
+other users); `--shared-items` (with `--disjoint-users`) makes the target every movie, the source's
+own and the split's others, as a real new catalogue lists many of the movies a source knew;
+`--fractions` with no value skips the trained rows. Seeds vary the source model and the
 target-side runs. Resumable: a finished run is not rerun.
-Writes benchmarks/results/transfer_movielens[_genre][_reverse][_disjoint_users].{md,json,png}.
+Writes benchmarks/results/transfer_movielens[_genre][_reverse][_disjoint_users][_shared_items].{md,json,png}.
 """
 
 from __future__ import annotations
@@ -64,13 +66,21 @@ USER_HALVES = {"source": ["data.user_holdout=0.5", "data.user_holdout_side=train
                "target": ["data.user_holdout=0.5", "data.user_holdout_side=heldout"]}
 
 
-def target_overrides(split: str, direction: str, disjoint_users: bool = False) -> list[str]:
-    return SPLITS[split][0] + [f"data.domain={SPLITS[split][1][direction][1]}"] + (
-        USER_HALVES["target"] if disjoint_users else [])
+def target_overrides(split: str, direction: str, disjoint_users: bool = False, shared_items: bool = False) -> list[str]:
+    domain = "null" if shared_items else SPLITS[split][1][direction][1]
+    return SPLITS[split][0] + [f"data.domain={domain}"] + (USER_HALVES["target"] if disjoint_users else [])
+
+
+def caption(split: str, direction: str, shared_items: bool) -> str:
+    if not shared_items:
+        return SPLITS[split][1][direction][2]
+    source, target = SPLITS[split][1][direction][:2]
+    return (f"Target: every MovieLens-100k movie (1,682: the source's ({source}) and the {target} ones it never "
+            "saw), rated by the half of the users that the source never saw")
 
 
 def run_seed(seed: int, fractions: list[float], runs: Path, split: str, direction: str,
-             source_set: list[str] = (), disjoint_users: bool = False) -> dict:
+             source_set: list[str] = (), disjoint_users: bool = False, shared_items: bool = False) -> dict:
     from transrec.config import load_config
     from transrec.training.study import id_config
     from transrec.training.trainer import train
@@ -81,7 +91,7 @@ def run_seed(seed: int, fractions: list[float], runs: Path, split: str, directio
     if done(source) is None:
         overrides = SPLITS[split][0] + [f"train.seed={seed}", f"data.domain={source_domain}", *source_set]
         train(load_config(str(SOURCE_CFG), overrides + USER_HALVES["source"] * disjoint_users), source)
-    target = target_overrides(split, direction, disjoint_users)
+    target = target_overrides(split, direction, disjoint_users, shared_items)
     zs_out = runs / f"zero_shot-seed{seed}"
     zs = done(zs_out) or transfer(source / "model", load_config(str(TARGET_CFG), target), "zero_shot", zs_out)
     row = {"source_test": done(source)["test"], "zero_shot": zs["test"],
@@ -103,17 +113,18 @@ def run_seed(seed: int, fractions: list[float], runs: Path, split: str, directio
     return row
 
 
-def heuristics(runs: Path, split: str, direction: str, disjoint_users: bool = False) -> dict:
+def heuristics(runs: Path, split: str, direction: str, disjoint_users: bool = False,
+               shared_items: bool = False) -> dict:
     from transrec.config import load_config
     from transrec.training.transfer import transfer
 
     out = runs / "heuristics"
-    cfg = load_config(str(TARGET_CFG), target_overrides(split, direction, disjoint_users))
+    cfg = load_config(str(TARGET_CFG), target_overrides(split, direction, disjoint_users, shared_items))
     metrics = done(out) or transfer(None, cfg, "heuristics", out)
     return {name: r["test"] for name, r in metrics["heuristics"].items()}
 
 
-def summarise(rows: list[dict], heur: dict, fractions: list[float], split: str, direction: str,
+def summarise(rows: list[dict], heur: dict, fractions: list[float], caption_text: str,
               command: str) -> tuple[str, dict]:
     def stats(name: str) -> tuple[float, float]:
         values = [r[name][KEY] for r in rows if name in r]
@@ -129,7 +140,7 @@ def summarise(rows: list[dict], heur: dict, fractions: list[float], split: str, 
     for method in TRAINED:
         for f in fractions:
             table[f"{method}@{f}"] = stats(f"{method}@{f}")
-    lines = [f"{SPLITS[split][1][direction][2]}; test {KEY}, mean ± std over {len(rows)} seed(s) "
+    lines = [f"{caption_text}; test {KEY}, mean ± std over {len(rows)} seed(s) "
              f"(`{command}`)", "",
              f"| method | {KEY} | × popularity |", "|---|---:|---:|"]
     for name, (mean, std) in table.items():
@@ -178,26 +189,32 @@ def main() -> None:
     parser.add_argument("--direction", choices=("forward", "reverse"), default="forward")
     parser.add_argument("--disjoint-users", action="store_true",
                         help="source and target on two disjoint halves of the users")
+    parser.add_argument("--shared-items", action="store_true",
+                        help="with --disjoint-users: the target is every movie, the source's too")
     parser.add_argument("--source-set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="extra overrides of the source config (an ablation; give it its own --stem)")
     parser.add_argument("--runs", default=None, help="default: runs/<stem>")
     parser.add_argument("--stem", default=None, help="default: transfer_movielens[_genre][_reverse]")
     args = parser.parse_args()
+    if args.shared_items and not args.disjoint_users:
+        parser.error("--shared-items needs --disjoint-users (else the target's users are the source's, on its items)")
     stem = args.stem or "_".join(["transfer_movielens"] + [args.split] * (args.split != "era")
                                  + [args.direction] * (args.direction != "forward")
-                                 + ["disjoint_users"] * args.disjoint_users)
+                                 + ["disjoint_users"] * args.disjoint_users + ["shared_items"] * args.shared_items)
     runs = Path(args.runs or ROOT / "runs" / stem)
     flags = [f"--split {args.split}"] * (args.split != "era") + [f"--direction {args.direction}"] * (
         args.direction != "forward") + ["--disjoint-users"] * args.disjoint_users + [
+        "--shared-items"] * args.shared_items + [
         "--fractions"] * (not args.fractions) + (
         [f"--source-set {' '.join(args.source_set)}"] if args.source_set else [])
     command = " ".join(["python benchmarks/transfer_movielens.py"] + flags)
-    heur = heuristics(runs, args.split, args.direction, args.disjoint_users)
+    heur = heuristics(runs, args.split, args.direction, args.disjoint_users, args.shared_items)
     rows = []
     for seed in args.seeds:
         rows.append(run_seed(seed, args.fractions, runs, args.split, args.direction, args.source_set,
-                             args.disjoint_users))
-        text, summary = summarise(rows, heur, args.fractions, args.split, args.direction, command)
+                             args.disjoint_users, args.shared_items))
+        text, summary = summarise(rows, heur, args.fractions, caption(args.split, args.direction, args.shared_items),
+                                  command)
         write_results(stem, text, {"summary": summary, "rows": rows, "heuristics": heur},
                       lambda path: plot(summary, args.fractions, path))
         print(text, flush=True)

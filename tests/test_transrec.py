@@ -322,6 +322,24 @@ def test_user_holdout_gives_two_configs_of_one_dataset_disjoint_users_across_dom
                                         "data.user_holdout=0.5", "data.user_holdout_side=both"]).data)
 
 
+def test_calibration_cases_are_each_users_last_next_item_predictions():
+    """The calibration scores each held-out user's last CASES_PER_USER next items, every one with its
+    history so far (at least one item): the validation and test cases are among them, nothing else is."""
+    import numpy as np
+
+    from transrec.data.splits import leave_one_out
+    from transrec.training.calibration import calibration_cases
+
+    empty = np.zeros(0, np.int64)
+    sequences = [empty, np.array([5, 6, 7, 8, 9, 10, 11, 12]), empty, np.array([3, 1, 4])]
+    cases = calibration_cases(leave_one_out(sequences), per_user=5)
+    expected = [(1, [5, 6, 7], 8), (1, [5, 6, 7, 8], 9), (1, [5, 6, 7, 8, 9], 10), (1, [5, 6, 7, 8, 9, 10], 11),
+                (1, [5, 6, 7, 8, 9, 10, 11], 12), (3, [3], 1), (3, [3, 1], 4)]
+    got = [(int(u), h.tolist(), int(t)) for u, h, t in zip(cases.users, cases.histories, cases.targets)]
+    assert got == expected
+    assert len(calibration_cases(leave_one_out(sequences), per_user=1)) == 2  # the test cases only
+
+
 def test_transfer_calibration_sets_the_zero_shot_residual_weight(tiny_world, tmp_path):
     """train.transfer_calibration trains on kept items, picks the residual weight on held-out ones, saves it
     in the checkpoint; zero-shot ranking uses it and the learned weight comes back afterwards."""
@@ -400,6 +418,9 @@ def test_content_prior_is_fit_on_the_training_counts_and_adds_w_times_its_predic
     model = load_model(tmp_path / "model").eval()
     assert model.content_prior_coef.abs().sum() > 0  # fit after training and saved with the weights
     data = prepare_data(cfg.data)
+    # and its memory of the source's items: one key per item, loaded strictly at the size the config says
+    assert model.content_prior_keys.shape == (data.num_items, model.item_encoder.feature_dim)
+    assert model.content_prior_residuals.abs().sum() > 0 and 0 < float(model.content_prior_temperature) < 1
     model.attach_content(model.item_encoder.build_content_store(data.dataset.items))
     items = torch.arange(1, data.num_items + 1)
     with torch.no_grad():
@@ -420,12 +441,40 @@ def test_content_prior_is_fit_on_the_training_counts_and_adds_w_times_its_predic
         after = model.encode_users(batch) @ model.all_item_vectors().T
     torch.testing.assert_close(fused, plain + 2.5 * prior.unsqueeze(0), rtol=1e-4, atol=1e-4)
     assert torch.equal(after, plain)
-    # a checkpoint from before the content prior: the same weights without its two tensors
-    weights = tmp_path / "model" / "model.safetensors"
+    # a checkpoint from before the content prior: the same weights without its tensors, a config without its memory
+    weights, config = tmp_path / "model" / "model.safetensors", tmp_path / "model" / "config.json"
     state = {k: v for k, v in load_file(weights).items() if not k.startswith("content_prior_")}
     save_file(state, weights)
+    config.write_text(json.dumps({k: v for k, v in json.loads(config.read_text()).items()
+                                  if k != "content_prior_memory"}))
     old = load_model(tmp_path / "model")
     assert old.content_prior_coef.abs().sum() == 0 and old.content_prior_bias == 0
+
+
+def test_content_prior_memory_moves_near_duplicates_of_source_items_only():
+    """The memory's correction equals a brute-force kernel average of the source residuals: a candidate equal
+    to a source item gets that item's residual shrunk by SHRINK, one far from every source item ~nothing;
+    the temperature is TEMPERATURE_SHARE x the median distance to the nearest other source item."""
+    import torch.nn.functional as F
+
+    from transrec.models.content_prior import SHRINK, TEMPERATURE_SHARE, memory_correction, memory_temperature
+
+    g = torch.Generator().manual_seed(0)
+    keys = F.normalize(torch.randn(12, 8, generator=g), dim=-1)
+    residuals = torch.randn(12, generator=g)
+    temperature = memory_temperature(keys)
+    sims = keys @ keys.T
+    nearest = (sims - 3 * torch.eye(12)).max(1).values
+    assert temperature == pytest.approx(TEMPERATURE_SHARE * float((1 - nearest).median()), rel=1e-5)
+    candidates = torch.cat([keys[:3], F.normalize(torch.randn(5, 8, generator=g), dim=-1)])
+    weights = torch.exp((candidates @ keys.T - 1) / temperature)  # every key: NEIGHBOURS >= 12
+    reference = (weights * residuals).sum(1) / (SHRINK + weights.sum(1))
+    got = memory_correction(candidates, keys, residuals, temperature)
+    torch.testing.assert_close(got, reference, rtol=1e-5, atol=1e-6)
+    # a source item itself: about its residual, shrunk (its neighbours are far, so their weights are tiny)
+    assert got[:3] == pytest.approx((residuals[:3] / (1 + SHRINK)).tolist(), abs=0.05)
+    far = -keys.sum(0, keepdim=True)  # opposite the whole memory
+    assert memory_correction(F.normalize(far, dim=-1), keys, residuals, temperature).abs().item() < 1e-6
 
 
 def test_fine_tuning_validates_the_zero_shot_model_as_epoch_0_and_keeps_it_unless_beaten(tiny_world, tmp_path):
@@ -503,6 +552,7 @@ def test_content_run_checkpoints_hold_no_frozen_weight_and_resume_exactly(tiny_w
     from safetensors import safe_open
 
     from transrec.errors import CheckpointError
+    from transrec.models.recommender import MEMORY_NAMES
     from transrec.training.checkpoint import check_trainable_names, frozen_names
 
     def cfg(epochs):
@@ -523,9 +573,12 @@ def test_content_run_checkpoints_hold_no_frozen_weight_and_resume_exactly(tiny_w
         with safe_open(str(path), "pt") as f:
             return set(f.keys())
 
+    # the content prior's memory is fit after training, from the source's items: the final model only
+    memory = set(MEMORY_NAMES)
+    assert memory <= names(tmp_path / "b" / "model" / "model.safetensors")
     for partial in (tmp_path / "b" / "best_model.safetensors", tmp_path / "b" / "checkpoints" / "latest" /
                     "model.safetensors"):
-        assert not names(partial) & frozen and names(partial) == set(model.state_dict()) - frozen
+        assert not names(partial) & frozen and names(partial) == set(model.state_dict()) - frozen - memory
     assert frozen <= names(tmp_path / "b" / "model" / "model.safetensors")
     with pytest.raises(CheckpointError, match="missing"):
         check_trainable_names(model, set(model.state_dict()) - frozen - {"user_encoder.pos.weight"}, "checkpoint")

@@ -7,6 +7,15 @@ regression means the same in every catalogue) is stored in the model (`content_p
 `content_prior_bias`). Zero-shot ranking adds `transfer_content_prior_weight` x its prediction for
 each candidate; the weight is chosen on held-out source items (`train.transfer_calibration`), so it
 stays 0 where content does not predict popularity there.
+
+A regression smooths: a new domain that lists some of the source's own items (the same movie in
+another catalogue) would get only what their genres and era predict. So the source's items are also
+kept as a memory (`content_prior_keys`, their features, and `content_prior_residuals`, what the
+regression missed): a candidate's prediction adds the kernel-weighted residuals of its nearest source
+items, w = exp(-(1 - cos) / temperature), shrunk by a pseudo-weight of `SHRINK` for the regression.
+The temperature is a fifth of the source's median distance (1 - cos) from an item to its nearest
+other item, so only near-duplicates (much closer than two distinct source items ever are) move the
+prior; for everything else it is the regression's.
 """
 
 from __future__ import annotations
@@ -19,6 +28,13 @@ import torch
 log = logging.getLogger("transrec")
 #: ridge penalty of the regression (features are unit norm; a few hundred to thousands of items)
 RIDGE = 10.0
+#: the memory: source neighbours read per candidate, the regression's pseudo-weight, and the kernel's
+#: temperature as a share of the source's median nearest-neighbour distance
+NEIGHBOURS = 16
+SHRINK = 0.5
+TEMPERATURE_SHARE = 0.2
+#: rows per block when comparing candidates with the memory (bounds a [block x memory] product)
+BLOCK = 1024
 
 
 @torch.no_grad()
@@ -37,6 +53,7 @@ def fit_content_prior(model, counts: np.ndarray, ridge: float = RIDGE, batch_siz
     if n < 2 or y.std() == 0:
         model.content_prior_coef.copy_(coef)
         model.content_prior_bias.zero_()
+        model.set_content_prior_memory(torch.zeros(0, len(coef)), torch.zeros(0), 1.0)
         return 0.0
     rows = [raw_features(model, torch.arange(s, min(s + batch_size, n + 1))) for s in range(1, n + 1, batch_size)]
     x = torch.cat(rows).double().cpu().numpy()
@@ -47,6 +64,37 @@ def fit_content_prior(model, counts: np.ndarray, ridge: float = RIDGE, batch_siz
     model.content_prior_coef.copy_(torch.as_tensor(solution, dtype=coef.dtype))
     model.content_prior_bias.fill_(float(-mean @ solution))
     fitted = xc @ solution
+    keys = torch.as_tensor(x, dtype=torch.float32)
+    model.set_content_prior_memory(keys, torch.as_tensor(y - fitted, dtype=torch.float32),
+                                   memory_temperature(keys))
     corr = float(np.corrcoef(fitted, y)[0, 1]) if fitted.std() > 0 else 0.0
     log.info("content prior fit on %d items: correlation with log counts %.3f (in-sample)", n, corr)
     return corr
+
+
+@torch.no_grad()
+def memory_temperature(keys: torch.Tensor) -> float:
+    """`TEMPERATURE_SHARE` x the median over `keys` (unit rows) of 1 - cos to the nearest other key."""
+    if len(keys) < 2:
+        return 1.0
+    nearest = []
+    for start in range(0, len(keys), BLOCK):
+        sims = keys[start:start + BLOCK] @ keys.T
+        sims[torch.arange(len(sims)), torch.arange(start, start + len(sims))] = -2.0  # not itself
+        nearest.append(sims.max(1).values)
+    distance = float((1 - torch.cat(nearest)).clamp(min=0).median())
+    return max(TEMPERATURE_SHARE * distance, 1e-4)
+
+
+@torch.no_grad()
+def memory_correction(features: torch.Tensor, keys: torch.Tensor, residuals: torch.Tensor,
+                      temperature: float) -> torch.Tensor:
+    """[n, h] unit-norm candidate features -> [n]: their nearest source items' residuals, kernel-weighted
+    and shrunk toward 0 (the regression) by `SHRINK`."""
+    out = torch.zeros(len(features), device=features.device)
+    k = min(NEIGHBOURS, len(keys))
+    for start in range(0, len(features), BLOCK):
+        sims, index = (features[start:start + BLOCK] @ keys.T).topk(k, dim=1)
+        weights = torch.exp((sims - 1) / temperature)
+        out[start:start + BLOCK] = (weights * residuals[index]).sum(1) / (SHRINK + weights.sum(1))
+    return out

@@ -66,6 +66,8 @@ class StrictSafetensorsMixin(PyTorchModelHubMixin):
 LEGACY_NAMES = [(re.compile(r"^(user_encoder\.blocks\.\d+\.)(qkv|proj)\."), r"\1attn.\2.")]
 #: tensors added after checkpoints were shared; a checkpoint without them loads with their zero default
 CONTENT_PRIOR_NAMES = ("content_prior_coef", "content_prior_bias")
+#: the content prior's memory of source items (present only when the config's content_prior_memory > 0)
+MEMORY_NAMES = ("content_prior_keys", "content_prior_residuals", "content_prior_temperature")
 
 
 def upgrade_state_dict(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
@@ -165,7 +167,8 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
                  mask_token: bool = False, score: str = "dot", content_residual: bool = False,
                  score_scale: float = 10.0, residual_weight: float = 1.0,
                  transfer_residual_weight: float | None = None, transfer_lexical_weight: float | None = None,
-                 transfer_content_prior_weight: float | None = None, lexical_numbers: bool = True):
+                 transfer_content_prior_weight: float | None = None, lexical_numbers: bool = True,
+                 content_prior_memory: int = 0):
         super().__init__()
         if score not in SCORES:
             raise ConfigError(f"model.score must be one of {', '.join(SCORES)}, got {score!r}")
@@ -200,6 +203,9 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
         if self.is_content_model:  # the content prior's regression, fit after training (content_prior.py)
             self.register_buffer("content_prior_coef", torch.zeros(self.item_encoder.feature_dim))
             self.register_buffer("content_prior_bias", torch.zeros(()))
+            if content_prior_memory:  # its memory of the source's items (content_prior.py), sized by the config
+                self.set_content_prior_memory(torch.zeros(content_prior_memory, self.item_encoder.feature_dim),
+                                              torch.zeros(content_prior_memory), 1.0)
         if hasattr(self.item_encoder, "config_kwargs") and isinstance(self._hub_mixin_config, dict):
             # content encoders resolve their backbone configs once; save those, so loading never downloads
             self._hub_mixin_config["item_encoder_args"] = self.item_encoder.config_kwargs()
@@ -301,11 +307,33 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
             self._lexical = (store, tfidf_features(texts).to(self._device()))
         return self._lexical[1][items]
 
+    def set_content_prior_memory(self, keys: torch.Tensor, residuals: torch.Tensor, temperature: float) -> None:
+        """The content prior's memory of source items: their features [m, h], residuals [m], kernel temperature
+        (m = 0: none)."""
+        device = self.content_prior_coef.device
+        if not len(keys):
+            for name in MEMORY_NAMES:
+                self._buffers.pop(name, None)
+            if isinstance(self._hub_mixin_config, dict):
+                self._hub_mixin_config["content_prior_memory"] = 0
+            return
+        self.register_buffer("content_prior_keys", keys.to(device, torch.float32))
+        self.register_buffer("content_prior_residuals", residuals.to(device, torch.float32))
+        self.register_buffer("content_prior_temperature", torch.tensor(float(temperature), device=device))
+        if isinstance(self._hub_mixin_config, dict):
+            self._hub_mixin_config["content_prior_memory"] = len(keys)
+
     def content_prior(self, items: torch.Tensor) -> torch.Tensor:
         """The content prior's predicted standardised log count of `items` (any shape; padding: 0)."""
-        from transrec.models.content_prior import raw_features
+        from transrec.models.content_prior import memory_correction, raw_features
 
-        prior = raw_features(self, items) @ self.content_prior_coef + self.content_prior_bias
+        features = raw_features(self, items)
+        prior = features @ self.content_prior_coef + self.content_prior_bias
+        keys = getattr(self, "content_prior_keys", None)
+        if keys is not None and len(keys):
+            flat = features.reshape(-1, features.shape[-1])
+            prior = prior + memory_correction(flat, keys, self.content_prior_residuals,
+                                              float(self.content_prior_temperature)).reshape(prior.shape)
         return prior * (items > 0).to(prior.device, prior.dtype)
 
     def _sync_hub_config(self) -> None:
