@@ -365,6 +365,7 @@ def test_transfer_calibration_sets_the_zero_shot_residual_weight(tiny_world, tmp
     assert len(calibration["heldout_valid_NDCG@10_by_content_prior_weight"]) == len(CONTENT_PRIOR_GRID)
     assert config["transfer_content_prior_weight"] == calibration["content_prior_weight"]
     assert zero_shot["run"]["transfer_content_prior_weight"] == calibration["content_prior_weight"]
+    assert 0 <= zero_shot["run"]["content_prior_memory_matches"] <= zero_shot["run"]["items"]
     model = load_model(tmp_path / "model")
     learned = float(model.residual_weight.detach())
     with model.zero_shot_scoring():
@@ -409,7 +410,7 @@ def test_content_prior_is_fit_on_the_training_counts_and_adds_w_times_its_predic
     from safetensors.torch import load_file, save_file
 
     from transrec.data.pipeline import prepare_data
-    from transrec.models.content_prior import fit_content_prior, raw_features
+    from transrec.models.content_prior import fit_content_prior, memory_matches, raw_features
 
     cfg = load_config(None, content_overrides(tiny_world, "A", **{
         "train.epochs": 1, "model.score": "cosine", "model.content_residual": "true",
@@ -421,6 +422,8 @@ def test_content_prior_is_fit_on_the_training_counts_and_adds_w_times_its_predic
     # and its memory of the source's items: one key per item, loaded strictly at the size the config says
     assert model.content_prior_keys.shape == (data.num_items, model.item_encoder.feature_dim)
     assert model.content_prior_residuals.abs().sum() > 0 and 0 < float(model.content_prior_temperature) < 1
+    model.attach_content(model.item_encoder.build_content_store(data.dataset.items))
+    assert memory_matches(model) == data.num_items  # its own items: every one is in the memory
     model.attach_content(model.item_encoder.build_content_store(data.dataset.items))
     items = torch.arange(1, data.num_items + 1)
     with torch.no_grad():
@@ -457,7 +460,8 @@ def test_content_prior_memory_moves_near_duplicates_of_source_items_only():
     the temperature is TEMPERATURE_SHARE x the median distance to the nearest other source item."""
     import torch.nn.functional as F
 
-    from transrec.models.content_prior import SHRINK, TEMPERATURE_SHARE, memory_correction, memory_temperature
+    from transrec.models.content_prior import (
+        SHRINK, TEMPERATURE_SHARE, memory_correction, memory_temperature, near_duplicates)
 
     g = torch.Generator().manual_seed(0)
     keys = F.normalize(torch.randn(12, 8, generator=g), dim=-1)
@@ -475,6 +479,8 @@ def test_content_prior_memory_moves_near_duplicates_of_source_items_only():
     assert got[:3] == pytest.approx((residuals[:3] / (1 + SHRINK)).tolist(), abs=0.05)
     far = -keys.sum(0, keepdim=True)  # opposite the whole memory
     assert memory_correction(F.normalize(far, dim=-1), keys, residuals, temperature).abs().item() < 1e-6
+    # near-duplicates (what zero-shot reports as content_prior_memory_matches): the copies, not the others
+    assert near_duplicates(candidates, keys, temperature).tolist() == [True] * 3 + [False] * 5
 
 
 def test_fine_tuning_validates_the_zero_shot_model_as_epoch_0_and_keeps_it_unless_beaten(tiny_world, tmp_path):

@@ -98,3 +98,28 @@ def memory_correction(features: torch.Tensor, keys: torch.Tensor, residuals: tor
         weights = torch.exp((sims - 1) / temperature)
         out[start:start + BLOCK] = (weights * residuals[index]).sum(1) / (SHRINK + weights.sum(1))
     return out
+
+
+@torch.no_grad()
+def near_duplicates(features: torch.Tensor, keys: torch.Tensor, temperature: float) -> torch.Tensor:
+    """[n] bool: the candidates whose nearest source item has kernel weight >= 0.5 (1 - cos <= temperature
+    x ln 2), the near-duplicates whose prior the memory moves."""
+    out = torch.zeros(len(features), dtype=torch.bool, device=features.device)
+    for start in range(0, len(features), BLOCK):
+        nearest = (features[start:start + BLOCK] @ keys.T).max(1).values
+        out[start:start + BLOCK] = torch.exp((nearest - 1) / temperature) >= 0.5
+    return out
+
+
+@torch.no_grad()
+def memory_matches(model) -> int | None:
+    """How many of the attached items are near-duplicates of a source item in `model`'s memory (None: no memory)."""
+    keys = getattr(model, "content_prior_keys", None)
+    if keys is None or not len(keys):
+        return None
+    n = model.num_items
+    found = 0
+    for start in range(1, n + 1, BLOCK):
+        features = raw_features(model, torch.arange(start, min(start + BLOCK, n + 1), device=keys.device))
+        found += int(near_duplicates(features, keys, float(model.content_prior_temperature)).sum())
+    return found

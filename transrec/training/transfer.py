@@ -26,6 +26,7 @@ from transrec.config import Config
 from transrec.data.pipeline import prepare_data
 from transrec.errors import ConfigError
 from transrec.evaluation.evaluator import evaluate
+from transrec.models.content_prior import memory_matches
 from transrec.hub import load_model, metrics_markdown, protocol_text, save_model
 from transrec.models.recommender import PopularityModel, lexical_texts
 
@@ -171,7 +172,9 @@ def transfer(source: str | Path | None, cfg: Config, mode: str, output_dir: str 
                        # the calibrated zero-shot weights the ranking used (None: not calibrated / no text)
                        "transfer_residual_weight": getattr(model, "transfer_residual_weight", None),
                        "transfer_lexical_weight": getattr(model, "transfer_lexical_weight", None),
-                       "transfer_content_prior_weight": getattr(model, "transfer_content_prior_weight", None)}}
+                       "transfer_content_prior_weight": getattr(model, "transfer_content_prior_weight", None),
+                       # target items that are near-duplicates of a source item (the content prior's memory)
+                       "content_prior_memory_matches": memory_matches(model)}}
     (output_dir / "config.yaml").write_text(cfg.to_yaml())
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     card = {"title": f"transrec zero-shot transfer to {data.dataset.name}", "dataset": data.dataset.name,
