@@ -117,6 +117,7 @@ class TrainConfig:
     # content models with model.content_residual: before training, train once on the items that remain
     # after holding out this share, and choose the zero-shot residual weight on the held-out items (0 = off)
     transfer_calibration: float = 0.0
+    transfer_calibration_cases: int = 0  # 0: each held-out user's validation case; n > 0: its last n next-item cases (test, validation, earlier)
 
 
 @dataclass
