@@ -340,10 +340,20 @@ def test_calibration_cases_are_each_users_last_next_item_predictions():
     assert len(calibration_cases(leave_one_out(sequences), per_user=1)) == 2  # the test cases only
 
 
-def test_transfer_calibration_sets_the_zero_shot_residual_weight(tiny_world, tmp_path):
+def test_transfer_calibration_sets_the_zero_shot_residual_weight(tiny_world, tmp_path, monkeypatch):
     """train.transfer_calibration trains on kept items, picks the residual weight on held-out ones, saves it
-    in the checkpoint; zero-shot ranking uses it and the learned weight comes back afterwards."""
+    in the checkpoint; zero-shot ranking uses it and the learned weight comes back afterwards. The sweeps
+    run without the kept model's content-prior memory (the held-out items are none of its items)."""
+    import transrec.training.calibration as calibration_module
     from transrec.training.calibration import CONTENT_PRIOR_GRID, LEXICAL_GRID, WEIGHT_GRID
+
+    sweep, memories = calibration_module._sweep, []
+
+    def recording_sweep(model, *args):
+        memories.append(getattr(model, "content_prior_keys", None))
+        return sweep(model, *args)
+
+    monkeypatch.setattr(calibration_module, "_sweep", recording_sweep)
 
     cfg = load_config(None, content_overrides(tiny_world, "A", **{
         "train.epochs": 1, "model.score": "cosine", "model.content_residual": "true",
@@ -366,6 +376,9 @@ def test_transfer_calibration_sets_the_zero_shot_residual_weight(tiny_world, tmp
     assert config["transfer_content_prior_weight"] == calibration["content_prior_weight"]
     assert zero_shot["run"]["transfer_content_prior_weight"] == calibration["content_prior_weight"]
     assert 0 <= zero_shot["run"]["content_prior_memory_matches"] <= zero_shot["run"]["items"]
+    assert len(memories) == 3 and all(m is None for m in memories)
+    assert (tmp_path / "calibration" / "model" / "model.safetensors").is_file()
+    assert load_model(tmp_path / "model").content_prior_keys.shape[0] > 0  # the final model keeps its memory
     model = load_model(tmp_path / "model")
     learned = float(model.residual_weight.detach())
     with model.zero_shot_scoring():
