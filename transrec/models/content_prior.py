@@ -53,7 +53,7 @@ def fit_content_prior(model, counts: np.ndarray, ridge: float = RIDGE, batch_siz
     if n < 2 or y.std() == 0:
         model.content_prior_coef.copy_(coef)
         model.content_prior_bias.zero_()
-        model.set_content_prior_memory(torch.zeros(0, len(coef)), torch.zeros(0), 1.0)
+        model.clear_content_prior_memory()
         return 0.0
     rows = [raw_features(model, torch.arange(s, min(s + batch_size, n + 1))) for s in range(1, n + 1, batch_size)]
     x = torch.cat(rows).double().cpu().numpy()
@@ -86,17 +86,21 @@ def memory_temperature(keys: torch.Tensor) -> float:
     return max(TEMPERATURE_SHARE * distance, 1e-4)
 
 
+def _kernel_weights(features: torch.Tensor, keys: torch.Tensor, temperature: float, k: int):
+    """Per block of candidate rows: (its slice, the kernel weights [rows, k] of its k nearest keys, their indices)."""
+    for start in range(0, len(features), BLOCK):
+        sims, index = (features[start:start + BLOCK] @ keys.T).topk(min(k, len(keys)), dim=1)
+        yield slice(start, start + BLOCK), torch.exp((sims - 1) / temperature), index
+
+
 @torch.no_grad()
 def memory_correction(features: torch.Tensor, keys: torch.Tensor, residuals: torch.Tensor,
                       temperature: float) -> torch.Tensor:
     """[n, h] unit-norm candidate features -> [n]: their nearest source items' residuals, kernel-weighted
     and shrunk toward 0 (the regression) by `SHRINK`."""
     out = torch.zeros(len(features), device=features.device)
-    k = min(NEIGHBOURS, len(keys))
-    for start in range(0, len(features), BLOCK):
-        sims, index = (features[start:start + BLOCK] @ keys.T).topk(k, dim=1)
-        weights = torch.exp((sims - 1) / temperature)
-        out[start:start + BLOCK] = (weights * residuals[index]).sum(1) / (SHRINK + weights.sum(1))
+    for rows, weights, index in _kernel_weights(features, keys, temperature, NEIGHBOURS):
+        out[rows] = (weights * residuals[index]).sum(1) / (SHRINK + weights.sum(1))
     return out
 
 
@@ -105,9 +109,8 @@ def near_duplicates(features: torch.Tensor, keys: torch.Tensor, temperature: flo
     """[n] bool: the candidates whose nearest source item has kernel weight >= 0.5 (1 - cos <= temperature
     x ln 2), the near-duplicates whose prior the memory moves."""
     out = torch.zeros(len(features), dtype=torch.bool, device=features.device)
-    for start in range(0, len(features), BLOCK):
-        nearest = (features[start:start + BLOCK] @ keys.T).max(1).values
-        out[start:start + BLOCK] = torch.exp((nearest - 1) / temperature) >= 0.5
+    for rows, weights, _ in _kernel_weights(features, keys, temperature, 1):
+        out[rows] = weights[:, 0] >= 0.5
     return out
 
 
@@ -115,7 +118,7 @@ def near_duplicates(features: torch.Tensor, keys: torch.Tensor, temperature: flo
 def memory_matches(model) -> int | None:
     """How many of the attached items are near-duplicates of a source item in `model`'s memory (None: no memory)."""
     keys = getattr(model, "content_prior_keys", None)
-    if keys is None or not len(keys):
+    if keys is None:
         return None
     n = model.num_items
     found = 0

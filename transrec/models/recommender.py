@@ -307,16 +307,18 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
             self._lexical = (store, tfidf_features(texts).to(self._device()))
         return self._lexical[1][items]
 
+    def clear_content_prior_memory(self) -> None:
+        """Drop the content prior's memory (the regression alone predicts)."""
+        for name in MEMORY_NAMES:
+            self._buffers.pop(name, None)
+        if isinstance(self._hub_mixin_config, dict):
+            self._hub_mixin_config["content_prior_memory"] = 0
+
     def set_content_prior_memory(self, keys: torch.Tensor, residuals: torch.Tensor, temperature: float) -> None:
-        """The content prior's memory of source items: their features [m, h], residuals [m], kernel temperature
-        (m = 0: none)."""
-        device = self.content_prior_coef.device
+        """The content prior's memory of source items: their features [m, h], residuals [m], kernel temperature."""
         if not len(keys):
-            for name in MEMORY_NAMES:
-                self._buffers.pop(name, None)
-            if isinstance(self._hub_mixin_config, dict):
-                self._hub_mixin_config["content_prior_memory"] = 0
-            return
+            return self.clear_content_prior_memory()
+        device = self.content_prior_coef.device
         self.register_buffer("content_prior_keys", keys.to(device, torch.float32))
         self.register_buffer("content_prior_residuals", residuals.to(device, torch.float32))
         self.register_buffer("content_prior_temperature", torch.tensor(float(temperature), device=device))
@@ -330,7 +332,7 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
         features = raw_features(self, items)
         prior = features @ self.content_prior_coef + self.content_prior_bias
         keys = getattr(self, "content_prior_keys", None)
-        if keys is not None and len(keys):
+        if keys is not None:
             flat = features.reshape(-1, features.shape[-1])
             prior = prior + memory_correction(flat, keys, self.content_prior_residuals,
                                               float(self.content_prior_temperature)).reshape(prior.shape)

@@ -75,7 +75,7 @@ def calibrate_residual(cfg: Config, output_dir: str | Path) -> dict:
     # the content prior's memory of the kept items stays out: the held-out items are none of them, so it
     # could only add partial matches (sequels, same-genre texts) that a new domain's weight should not
     # be chosen on (on MovieLens it cut zero-shot from 0.0911 to 0.0830; benchmarks/README.md)
-    model.set_content_prior_memory(torch.zeros(0, 1), torch.zeros(0), 1.0)
+    model.clear_content_prior_memory()
     data = prepare_data(held.data)
     model.attach_content(model.item_encoder.build_content_store(data.dataset.items, cfg.data.on_bad_content))
     cases = _cases_by_source(data, cfg)
