@@ -8,8 +8,10 @@ sequence is their older-movie ratings in time order. All rows are scored on the 
 cases (leave-one-out, exact full ranking over the 563 target movies, history excluded):
 
 - zero-shot, content only (the source model; nothing of the target is read but each evaluated
-  user's own history), and zero-shot + target popularity (training-free; reads the target's
-  training counts, prior weight chosen on the target's validation cases);
+  user's own history), the same with the content prior's memory of source items dropped (an ablation)
+  and with its zero-shot weights chosen on the target's validation cases (an upper bound, not a method),
+  and zero-shot + target popularity (training-free; reads the target's training counts, prior weight
+  chosen on the target's validation cases);
 - the training-free heuristics (MiniLM cosine to the last item / history mean, TF-IDF cosine to the
   last item, each alone and with the popularity prior) and popularity;
 - fine-tune and id+content fine-tune from the source model, and an ID SASRec trained on the target,
@@ -95,6 +97,8 @@ def run_seed(seed: int, fractions: list[float], runs: Path, split: str, directio
     zs_out = runs / f"zero_shot-seed{seed}"
     zs = done(zs_out) or transfer(source / "model", load_config(str(TARGET_CFG), target), "zero_shot", zs_out)
     row = {"source_test": done(source)["test"], "zero_shot": zs["test"],
+           **{f"zero_shot_{v}": zero_shot_variant(source / "model", target, runs / f"zero_shot_{v}-seed{seed}", v)
+              for v in ("without_memory", "target_tuned")},
            "zero_shot_with_popularity": zs["zero_shot_with_popularity"]["test"],
            "prior_weight": zs["zero_shot_with_popularity"]["prior_weight"], "popularity": zs["popularity"]["test"]}
     for fraction in fractions:
@@ -111,6 +115,39 @@ def run_seed(seed: int, fractions: list[float], runs: Path, split: str, directio
                     metrics = transfer(source / "model", cfg, "fine_tune", out)
             row[f"{method}@{fraction}"] = metrics["test"]
     return row
+
+
+#: the upper bound's content prior weights: the calibration's grid (capped at 5) and larger ones
+UPPER_BOUND_PRIOR_GRID = (0.0, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0)
+
+
+def zero_shot_variant(model_dir: Path, target: list[str], out: Path, variant: str) -> dict:
+    """Content-only zero-shot test metrics of the same source model, changed as `variant` says:
+    `without_memory` drops the content prior's memory of source items (an ablation: the regression alone
+    predicts popularity from content); `target_tuned` picks its three zero-shot weights on the target's
+    own validation cases instead of held-out source items (an upper bound on what any calibration could
+    choose; it reads the target's validation cases, so it is not a zero-shot method)."""
+    from transrec.config import load_config
+    from transrec.data.pipeline import prepare_data
+    from transrec.hub import load_model
+    from transrec.training.calibration import sweep_zero_shot_weights
+    from transrec.training.transfer import zero_shot_content_only
+
+    metrics = done(out)
+    if metrics is None:
+        cfg = load_config(str(TARGET_CFG), target)
+        model, data = load_model(model_dir), prepare_data(cfg.data)
+        weights = {}
+        if variant == "without_memory":
+            model.clear_content_prior_memory()
+        else:
+            model.attach_content(model.item_encoder.build_content_store(data.dataset.items, cfg.data.on_bad_content))
+            weights = sweep_zero_shot_weights(model, data, [data.split.valid], cfg, UPPER_BOUND_PRIOR_GRID)
+        metrics = {**zero_shot_content_only(model, data.dataset.items, {"test": data.split.test}, cfg),
+                   "weights": {k: v for k, v in weights.items() if not k.startswith("by_")}}
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics["test"]
 
 
 def heuristics(runs: Path, split: str, direction: str, disjoint_users: bool = False,
@@ -132,7 +169,7 @@ def summarise(rows: list[dict], heur: dict, fractions: list[float], caption_text
 
     pop = stats("popularity")[0]
     table = {}
-    for name in ("zero_shot", "zero_shot_with_popularity"):
+    for name in ("zero_shot", "zero_shot_without_memory", "zero_shot_target_tuned", "zero_shot_with_popularity"):
         table[name] = stats(name)
     for name, m in heur.items():
         table[name] = (m[KEY], 0.0)
@@ -206,7 +243,8 @@ def main() -> None:
         args.direction != "forward") + ["--disjoint-users"] * args.disjoint_users + [
         "--shared-items"] * args.shared_items + [
         "--fractions"] * (not args.fractions) + (
-        [f"--source-set {' '.join(args.source_set)}"] if args.source_set else [])
+        [f"--source-set {' '.join(args.source_set)}"] if args.source_set else []) + (
+        [f"--stem {args.stem}"] if args.stem else [])
     command = " ".join(["python benchmarks/transfer_movielens.py"] + flags)
     heur = heuristics(runs, args.split, args.direction, args.disjoint_users, args.shared_items)
     rows = []

@@ -68,7 +68,6 @@ def calibrate_residual(cfg: Config, output_dir: str | Path) -> dict:
     held = copy.deepcopy(kept)
     held.data.item_holdout_side = "heldout"
     from transrec.hub import load_model
-    from transrec.models.recommender import lexical_texts
 
     train(kept, Path(output_dir))
     model = load_model(Path(output_dir) / "model")
@@ -79,15 +78,34 @@ def calibrate_residual(cfg: Config, output_dir: str | Path) -> dict:
     data = prepare_data(held.data)
     model.attach_content(model.item_encoder.build_content_store(data.dataset.items, cfg.data.on_bad_content))
     cases = _cases_by_source(data, cfg)
-    # the kept model has no calibrated weights yet, so zero_shot_scoring adds only the term being swept
-    best, found = _sweep(model, WEIGHT_GRID, model.residual_weight.fill_, data, cases, cfg, "residual")
-    out = {"residual_weight": best, "heldout_share": share, "heldout_items": data.num_items,
-           "heldout_valid_NDCG@10_by_weight": found, "lexical_weight": None}
+    # the kept model has no calibrated weights yet, so zero_shot_scoring adds only the terms swept so far
+    found = sweep_zero_shot_weights(model, data, cases, cfg)
+    out = {"residual_weight": found["residual_weight"], "heldout_share": share, "heldout_items": data.num_items,
+           "heldout_valid_NDCG@10_by_weight": found["by_residual_weight"], "lexical_weight": found["lexical_weight"]}
+    if "by_lexical_weight" in found:
+        out["heldout_valid_NDCG@10_by_lexical_weight"] = found["by_lexical_weight"]
+    out["content_prior_weight"] = found["content_prior_weight"]
+    out["heldout_valid_NDCG@10_by_content_prior_weight"] = found["by_content_prior_weight"]
+    return out
+
+
+def sweep_zero_shot_weights(model, data, cases: list, cfg: Config,
+                            prior_grid: tuple[float, ...] = CONTENT_PRIOR_GRID) -> dict:
+    """The residual, then the lexical (if `data`'s items have text), then the content prior weight, each
+    chosen by zero-shot NDCG@10 on `cases` (a list of case groups, weighed alike) with the earlier ones
+    fixed, and left set on `model` -> {"residual_weight", "lexical_weight", "content_prior_weight",
+    "by_<term>_weight": {weight: NDCG@10}}. Calibration runs it on held-out source items; run on a
+    target's own validation cases it gives the best weights content-only zero-shot could have there."""
+    from transrec.models.recommender import lexical_texts
+
+    out = {"lexical_weight": None}
+    terms = [("residual", WEIGHT_GRID, model.set_transfer_residual_weight)]
     if any(lexical_texts(data.dataset.items)):
-        out["lexical_weight"], out["heldout_valid_NDCG@10_by_lexical_weight"] = _sweep(
-            model, LEXICAL_GRID, model.set_transfer_lexical_weight, data, cases, cfg, "lexical")
-    out["content_prior_weight"], out["heldout_valid_NDCG@10_by_content_prior_weight"] = _sweep(
-        model, CONTENT_PRIOR_GRID, model.set_transfer_content_prior_weight, data, cases, cfg, "content prior")
+        terms.append(("lexical", LEXICAL_GRID, model.set_transfer_lexical_weight))
+    terms.append(("content_prior", prior_grid, model.set_transfer_content_prior_weight))
+    for term, grid, set_weight in terms:
+        out[f"{term}_weight"], out[f"by_{term}_weight"] = _sweep(model, grid, set_weight, data, cases, cfg,
+                                                                 term.replace("_", " "))
     return out
 
 
