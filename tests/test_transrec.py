@@ -73,6 +73,33 @@ def test_zero_shot_transfer_to_new_items(source_run, tiny_world, tmp_path, capsy
     assert metrics["run"]["items"] == len(json.loads((tmp_path / "zs" / "model" / "item_ids.json").read_text()))
 
 
+def test_zero_shot_to_a_movielens_csv_release(source_run, tmp_path):
+    """The documented path to a real new catalogue: configs/movielens_csv_target.yaml + data.path, a GroupLens
+    CSV release (ratings.csv + movies.csv) ranked zero-shot by a content model trained elsewhere."""
+    from pathlib import Path
+
+    from transrec.errors import DataError
+
+    folder = tmp_path / "ml-latest-small"
+    folder.mkdir()
+    titles = ["Toy Story (1995)", '"Usual Suspects, The (1995)"', "Heat (1995)", "Amelie (2001)",
+              "Up (2009)", "Inception (2010)", "Alien (1979)", "Seven (a.k.a. Se7en) (1995)"]
+    genres = ["Animation|Children|Comedy", "Crime|Thriller", "Action|Crime", "Comedy|Romance",
+              "Adventure|Animation", "Action|Sci-Fi", "Horror|Sci-Fi", "(no genres listed)"]
+    (folder / "movies.csv").write_text("movieId,title,genres\n" + "".join(
+        f"{i + 1},{t},{g}\n" for i, (t, g) in enumerate(zip(titles, genres))))
+    ratings = [f"{u},{(u + k) % 8 + 1},4.0,{1000 * u + k}" for u in range(1, 7) for k in range(5)]
+    (folder / "ratings.csv").write_text("userId,movieId,rating,timestamp\n" + "\n".join(ratings) + "\n")
+    config = str(Path(__file__).resolve().parents[1] / "configs" / "movielens_csv_target.yaml")
+    metrics = transfer(source_run[0] / "model", load_config(config, [f"data.path={folder}"]), "zero_shot",
+                       tmp_path / "zs")
+    assert metrics["run"]["dataset"] == "ml-latest-small" and metrics["run"]["items"] == 8
+    assert metrics["run"]["users"] == 6 and 0 <= metrics["test"]["NDCG@10"] <= 1
+    assert 0 <= metrics["zero_shot_with_popularity"]["test"]["NDCG@10"] <= 1
+    with pytest.raises(DataError, match="ml-latest-small folder"):  # the config's path: null
+        transfer(source_run[0] / "model", load_config(config), "zero_shot", tmp_path / "no_path")
+
+
 @pytest.mark.parametrize("mode", ["fine_tune", "scratch"])
 def test_trained_transfer_modes(mode, source_run, tiny_world, tmp_path):
     out, _ = source_run
