@@ -13,7 +13,8 @@ from transrec.config import EvalConfig
 from transrec.data.splits import EvalSet
 from transrec.evaluation.evaluator import evaluate
 from transrec.evaluation.metrics import metrics_from_ranks
-from transrec.models.heuristics import ContentKNN, WithPopularityPrior, fit_prior_weight, tfidf_features
+from transrec.models.heuristics import (ContentKNN, FusedScores, WithPopularityPrior, _LogCounts, fit_fusion,
+                                       fit_prior_weight, grid_metrics, tfidf_features)
 
 TEXTS = ["red apple pie", "green apple", "red car fast", "blue car", "apple apple tart", "fast blue boat", ""]
 
@@ -87,6 +88,33 @@ def test_popularity_prior_adds_weighted_log_counts(cases):
     # a huge weight is popularity order; weight 0 is the content score alone
     w, tried = fit_prior_weight(base, counts, cases, EvalConfig(), max_len=10, grid=(0.0, 1000.0))
     assert set(tried) == {0.0, 1000.0} and tried[w] == max(tried.values())
+
+
+def test_fusion_grid_metrics_equal_the_evaluator_on_each_weighting(cases):
+    """The grid search ranks weighted sums of per-part scores; each point must equal evaluating that
+    fusion with the evaluator (a GEMM over the concatenated vectors), ties included."""
+    torch.manual_seed(1)
+    counts = np.array([0, 5, 1, 0, 9, 2, 3, 0], dtype=float)
+
+    class WithDropout(ContentKNN):  # left in training mode: the search must score it in eval mode
+        def __init__(self, features):
+            super().__init__(features, "last", 10)
+            self.dropout = torch.nn.Dropout(0.5)
+
+        def encode_users(self, batch):
+            return self.dropout(super().encode_users(batch))
+
+    parts = [WithDropout(torch.randn(8, 5)).train(), ContentKNN(tfidf_features(TEXTS), "mean", 10),
+             _LogCounts(counts)]
+    grids = [(1.0,), (0.0, 0.5, 3.0), (0.0, 0.2, 1000.0)]
+    combos = [(1.0, a, b) for a in grids[1] for b in grids[2]]
+    found = grid_metrics(parts, combos, cases, EvalConfig(), max_len=10, metric="MRR@20")
+    for combo in combos:
+        expected = evaluate(FusedScores(parts, list(combo)), cases, EvalConfig(), max_len=10)["MRR@20"]
+        assert found[combo] == pytest.approx(expected, abs=1e-12), combo
+    weights, tried = fit_fusion(parts, grids, cases, EvalConfig(), max_len=10, metric="MRR@20")
+    assert tried == pytest.approx(found) and tried[tuple(weights)] == max(found.values())
+    assert parts[0].training  # modes restored
 
 
 def test_tfidf_vocabulary_shrinks_on_a_catalogue_too_large_for_dense_rows(monkeypatch):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from transrec.evaluation.metrics import KS, format_table, metric_names, metrics_from_ranks
-from transrec.evaluation.ranking import TIE_RTOL, exact_ranks, sampled_ranks
+from transrec.evaluation.ranking import TIE_RTOL, exact_ranks, ranks_from_scores, sampled_ranks
 
 
 def brute_ranks(U, V, targets, history, exclude_history):
@@ -53,6 +53,15 @@ def test_exact_matches_brute_force(seed, chunk, exclude):
     got = exact_ranks(U, V, t, hist, exclude_history=exclude, chunk_size=chunk)
     assert got.dtype == torch.long
     assert got.tolist() == brute_ranks(U, V, t.tolist(), hist.tolist(), exclude)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("exclude", [True, False])
+def test_ranks_from_scores_match_brute_force(seed, exclude):
+    U, V, t, hist = make_case(seed)
+    got = ranks_from_scores(U @ V.T, t, hist, exclude_history=exclude)
+    assert got.tolist() == brute_ranks(U, V, t.tolist(), hist.tolist(), exclude)
+    assert ranks_from_scores(U @ V.T, t, None).tolist() == brute_ranks(U, V, t.tolist(), None, False)
 
 
 def test_no_history_equals_unmasked():
