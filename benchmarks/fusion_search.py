@@ -12,6 +12,9 @@ matrices. Here, on the synthetic world generated with ~10,000 items: parts = a 3
 encoder-like part, TF-IDF cosine to the last text item, log popularity; the same weightings, the same
 validation cases, both ways. Reports seconds per weighting, the ratio, and the largest difference in
 the metric between the two (must be ~0: the same exact ranks, up to float rounding at ties).
+With `--zero-shot-model M --zero-shot-set KEY=VALUE..`, also times a whole `transrec transfer --mode
+zero_shot` of model M to `configs/ml100k_era_target.yaml` with those overrides, both ways (the old search
+patched in), and checks that both give the same metrics and weights.
 Writes benchmarks/results/fusion_search.{md,json,png}.
 """
 
@@ -40,12 +43,48 @@ ROOT = Path(__file__).resolve().parents[1]
 STEM = "fusion_search"
 
 
+def evaluator_grid_metrics(parts, combos, cases, eval_cfg, max_len: int, metric: str = "NDCG@10") -> dict:
+    """The search as it was: one evaluation of the fused model (a GEMM over the concatenated vectors) per weighting."""
+    fused, found = FusedScores(parts, [1.0] * len(parts)), {}
+    for combo in combos:
+        fused.weights = list(combo)
+        found[combo] = evaluate(fused, cases, eval_cfg, max_len)[metric]
+    return found
+
+
+def time_zero_shot(model: str, overrides: list[str]) -> dict:
+    """Seconds of one zero-shot transfer with the search as it is and as it was, and whether both agree."""
+    import tempfile
+
+    import transrec.models.heuristics as heuristics
+    from transrec.config import load_config
+    from transrec.training.transfer import transfer
+
+    cfg = load_config(str(ROOT / "configs" / "ml100k_era_target.yaml"), overrides)
+    out = {}
+    for name, search in (("grid_metrics", heuristics.grid_metrics), ("one GEMM per weighting", evaluator_grid_metrics)):
+        original, heuristics.grid_metrics = heuristics.grid_metrics, search
+        try:
+            start = time.perf_counter()
+            metrics = transfer(model, cfg, "zero_shot", tempfile.mkdtemp())
+            out[name] = {"seconds": time.perf_counter() - start, "zero_shot": metrics["test"],
+                         "with_popularity": metrics["zero_shot_with_popularity"]}
+        finally:
+            heuristics.grid_metrics = original
+    new, old = out["grid_metrics"], out["one GEMM per weighting"]
+    out["same_results"] = new["zero_shot"] == old["zero_shot"] and new["with_popularity"] == old["with_popularity"]
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items-per-domain", type=int, default=5000)
     parser.add_argument("--users", type=int, default=3000)
     parser.add_argument("--grid-size", type=int, default=112, help="weightings (the mode's first pass: 7 x 16)")
     parser.add_argument("--slow-sample", type=int, default=12, help="weightings timed the old way (it is slow)")
+    parser.add_argument("--zero-shot-model", default=None, help="also time a whole zero-shot transfer of this model")
+    parser.add_argument("--zero-shot-set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="overrides of configs/ml100k_era_target.yaml for that transfer")
     args = parser.parse_args()
     torch.set_num_threads(2)
     folder = ROOT / "runs" / f"world_{args.items_per_domain}x{args.users}"
@@ -64,25 +103,29 @@ def main() -> None:
     fast = grid_metrics(parts, combos, cases, eval_cfg, max_len)
     fast_s = time.perf_counter() - start
     sample = combos[:: max(1, len(combos) // args.slow_sample)][:args.slow_sample]
-    fused, slow = FusedScores(parts, [1.0] * len(parts)), {}
     start = time.perf_counter()
-    for combo in sample:
-        fused.weights = list(combo)
-        slow[combo] = evaluate(fused, cases, eval_cfg, max_len)["NDCG@10"]
+    slow = evaluator_grid_metrics(parts, sample, cases, eval_cfg, max_len)
     slow_s = time.perf_counter() - start
     per_fast, per_slow = fast_s / len(combos), slow_s / len(sample)
     diff = max(abs(fast[c] - slow[c]) for c in sample)
-    text = "\n".join([
+    lines = [
         f"Fusion weight search on {n:,} items, {len(cases):,} validation cases, parts: 384-d dense, TF-IDF "
         f"({tfidf.shape[1]:,} columns), log popularity (`python benchmarks/fusion_search.py`)", "",
         "| search | weightings | s | s per weighting |", "|---|---:|---:|---:|",
         f"| one GEMM per weighting (before) | {len(sample)} | {slow_s:.1f} | {per_slow:.3f} |",
         f"| each part scored once (`grid_metrics`) | {len(combos)} | {fast_s:.1f} | {per_fast:.3f} |", "",
         f"Per weighting: **{per_slow / per_fast:.1f}x** faster; largest NDCG@10 difference on the "
-        f"{len(sample)} shared weightings: {diff:.2e}."])
+        f"{len(sample)} shared weightings: {diff:.2e}."]
     payload = {"items": n, "cases": len(cases), "tfidf_columns": tfidf.shape[1], "fast_seconds": fast_s,
                "fast_weightings": len(combos), "slow_seconds": slow_s, "slow_weightings": len(sample),
                "speedup_per_weighting": per_slow / per_fast, "max_metric_difference": diff}
+    if args.zero_shot_model:
+        timed = payload["zero_shot"] = time_zero_shot(args.zero_shot_model, args.zero_shot_set)
+        new, old = timed["grid_metrics"]["seconds"], timed["one GEMM per weighting"]["seconds"]
+        lines += ["", f"A whole zero-shot transfer of `{args.zero_shot_model}` ({' '.join(args.zero_shot_set)}): "
+                  f"{new:.1f} s with `grid_metrics` vs {old:.1f} s before (**{old / new:.1f}x**); same metrics "
+                  f"and weights: {timed['same_results']}."]
+    text = "\n".join(lines)
 
     def plot(path: Path) -> None:
         import matplotlib
