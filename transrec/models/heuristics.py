@@ -149,14 +149,17 @@ def grid_metrics(parts: list[nn.Module], combos: list[tuple[float, ...]], cases,
     for part in parts:
         part.eval()  # items and users alike (no dropout), as the evaluator does
     items = [part.all_item_vectors().float().cpu() for part in parts]
-    weights = torch.tensor(combos, dtype=torch.float32)
     ranks: list[list[torch.Tensor]] = [[] for _ in combos]
     for batch in eval_loader(cases, max_len, eval_cfg.batch_size):
-        scores = torch.stack([part.encode_users(batch).float().cpu() @ vectors.T
-                              for part, vectors in zip(parts, items)])  # [parts, b, n+1]
-        for i, w in enumerate(weights):
-            fused = torch.tensordot(w, scores, dims=1)
-            ranks[i].append(ranks_from_scores(fused, batch["targets"], batch["history"], eval_cfg.exclude_history))
+        scores = [part.encode_users(batch).float().cpu() @ vectors.T for part, vectors in zip(parts, items)]
+        fused, buffer = torch.empty_like(scores[0]), torch.empty_like(scores[0])
+        for i, combo in enumerate(combos):
+            fused.zero_()
+            for weight, part_scores in zip(combo, scores):
+                if weight:
+                    fused.add_(part_scores, alpha=weight)
+            ranks[i].append(ranks_from_scores(fused, batch["targets"], batch["history"], eval_cfg.exclude_history,
+                                              buffer))
     for part, mode in zip(parts, modes):
         part.train(mode)
     ks = tuple(eval_cfg.ks)
