@@ -154,9 +154,13 @@ def grid_metrics(parts: list[nn.Module], combos: list[tuple[float, ...]], cases,
         scores = [part.encode_users(batch).float().cpu() @ vectors.T for part, vectors in zip(parts, items)]
         fused, buffer = torch.empty_like(scores[0]), torch.empty_like(scores[0])
         for i, combo in enumerate(combos):
-            fused.zero_()
-            for weight, part_scores in zip(combo, scores):
-                if weight:
+            terms = [(weight, part_scores) for weight, part_scores in zip(combo, scores) if weight]
+            if not terms:
+                fused.zero_()
+            for j, (weight, part_scores) in enumerate(terms):
+                if j == 0:
+                    torch.mul(part_scores, weight, out=fused)
+                else:
                     fused.add_(part_scores, alpha=weight)
             ranks[i].append(ranks_from_scores(fused, batch["targets"], batch["history"], eval_cfg.exclude_history,
                                               buffer))
