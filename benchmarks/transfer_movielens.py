@@ -23,9 +23,11 @@ instead (dramas vs the rest, `data.genre_split=Drama`); `--disjoint-users` train
 of the users and evaluates the target on the other half (`data.user_holdout`; a real new domain has
 other users); `--shared-items` (with `--disjoint-users`) makes the target every movie, the source's
 own and the split's others, as a real new catalogue lists many of the movies a source knew;
-`--fractions` with no value skips the trained rows. Seeds vary the source model and the
+`--target-tie-order item` orders each target user's ratings of one second by movie id (as GroupLens'
+CSV releases list them; ML-100k's file order is random), which picks other test items: popularity is
+weaker there; `--fractions` with no value skips the trained rows. Seeds vary the source model and the
 target-side runs. Resumable: a finished run is not rerun.
-Writes benchmarks/results/transfer_movielens[_genre][_reverse][_disjoint_users][_shared_items].{md,json,png}.
+Writes benchmarks/results/transfer_movielens[_genre][_reverse][_disjoint_users][_shared_items][_ties_item].{md,json,png}.
 """
 
 from __future__ import annotations
@@ -68,9 +70,16 @@ USER_HALVES = {"source": ["data.user_holdout=0.5", "data.user_holdout_side=train
                "target": ["data.user_holdout=0.5", "data.user_holdout_side=heldout"]}
 
 
-def target_overrides(split: str, direction: str, disjoint_users: bool = False, shared_items: bool = False) -> list[str]:
+def target_overrides(split: str, direction: str, disjoint_users: bool = False, shared_items: bool = False,
+                     tie_order: str = "file") -> list[str]:
     domain = "null" if shared_items else SPLITS[split][1][direction][1]
-    return SPLITS[split][0] + [f"data.domain={domain}"] + (USER_HALVES["target"] if disjoint_users else [])
+    return (SPLITS[split][0] + [f"data.domain={domain}", f"data.tie_order={tie_order}"]
+            + (USER_HALVES["target"] if disjoint_users else []))
+
+
+#: --target-tie-order: how the target's ratings of one user in one second are ordered (the source keeps its file's)
+TIE_CAPTIONS = {"file": "", "item": "; the target's ratings of one second ordered by movie id, as GroupLens' CSV "
+                                    "releases list them", "random": "; the target's ratings of one second shuffled"}
 
 
 def caption(split: str, direction: str, shared_items: bool) -> str:
@@ -82,7 +91,8 @@ def caption(split: str, direction: str, shared_items: bool) -> str:
 
 
 def run_seed(seed: int, fractions: list[float], runs: Path, split: str, direction: str,
-             source_set: list[str] = (), disjoint_users: bool = False, shared_items: bool = False) -> dict:
+             source_set: list[str] = (), disjoint_users: bool = False, shared_items: bool = False,
+             tie_order: str = "file") -> dict:
     from transrec.config import load_config
     from transrec.training.study import id_config
     from transrec.training.trainer import train
@@ -93,7 +103,7 @@ def run_seed(seed: int, fractions: list[float], runs: Path, split: str, directio
     if done(source) is None:
         overrides = SPLITS[split][0] + [f"train.seed={seed}", f"data.domain={source_domain}", *source_set]
         train(load_config(str(SOURCE_CFG), overrides + USER_HALVES["source"] * disjoint_users), source)
-    target = target_overrides(split, direction, disjoint_users, shared_items)
+    target = target_overrides(split, direction, disjoint_users, shared_items, tie_order)
     zs_out = runs / f"zero_shot-seed{seed}"
     zs = done(zs_out) or transfer(source / "model", load_config(str(TARGET_CFG), target), "zero_shot", zs_out)
     row = {"source_test": done(source)["test"], "zero_shot": zs["test"],
@@ -151,12 +161,12 @@ def zero_shot_variant(model_dir: Path, target: list[str], out: Path, variant: st
 
 
 def heuristics(runs: Path, split: str, direction: str, disjoint_users: bool = False,
-               shared_items: bool = False) -> dict:
+               shared_items: bool = False, tie_order: str = "file") -> dict:
     from transrec.config import load_config
     from transrec.training.transfer import transfer
 
     out = runs / "heuristics"
-    cfg = load_config(str(TARGET_CFG), target_overrides(split, direction, disjoint_users, shared_items))
+    cfg = load_config(str(TARGET_CFG), target_overrides(split, direction, disjoint_users, shared_items, tie_order))
     metrics = done(out) or transfer(None, cfg, "heuristics", out)
     return {name: r["test"] for name, r in metrics["heuristics"].items()}
 
@@ -228,6 +238,9 @@ def main() -> None:
                         help="source and target on two disjoint halves of the users")
     parser.add_argument("--shared-items", action="store_true",
                         help="with --disjoint-users: the target is every movie, the source's too")
+    parser.add_argument("--target-tie-order", choices=sorted(TIE_CAPTIONS), default="file",
+                        help="how the target orders a user's ratings of one second (data.tie_order); the source "
+                             "keeps its file's order")
     parser.add_argument("--source-set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="extra overrides of the source config (an ablation; give it its own --stem)")
     parser.add_argument("--runs", default=None, help="default: runs/<stem>")
@@ -237,22 +250,24 @@ def main() -> None:
         parser.error("--shared-items needs --disjoint-users (else the target's users are the source's, on its items)")
     stem = args.stem or "_".join(["transfer_movielens"] + [args.split] * (args.split != "era")
                                  + [args.direction] * (args.direction != "forward")
-                                 + ["disjoint_users"] * args.disjoint_users + ["shared_items"] * args.shared_items)
+                                 + ["disjoint_users"] * args.disjoint_users + ["shared_items"] * args.shared_items
+                                 + [f"ties_{args.target_tie_order}"] * (args.target_tie_order != "file"))
     runs = Path(args.runs or ROOT / "runs" / stem)
     flags = [f"--split {args.split}"] * (args.split != "era") + [f"--direction {args.direction}"] * (
         args.direction != "forward") + ["--disjoint-users"] * args.disjoint_users + [
-        "--shared-items"] * args.shared_items + [
+        "--shared-items"] * args.shared_items + [f"--target-tie-order {args.target_tie_order}"] * (
+        args.target_tie_order != "file") + [
         "--fractions"] * (not args.fractions) + (
         [f"--source-set {' '.join(args.source_set)}"] if args.source_set else []) + (
         [f"--stem {args.stem}"] if args.stem else [])
     command = " ".join(["python benchmarks/transfer_movielens.py"] + flags)
-    heur = heuristics(runs, args.split, args.direction, args.disjoint_users, args.shared_items)
+    heur = heuristics(runs, args.split, args.direction, args.disjoint_users, args.shared_items, args.target_tie_order)
     rows = []
     for seed in args.seeds:
         rows.append(run_seed(seed, args.fractions, runs, args.split, args.direction, args.source_set,
-                             args.disjoint_users, args.shared_items))
-        text, summary = summarise(rows, heur, args.fractions, caption(args.split, args.direction, args.shared_items),
-                                  command)
+                             args.disjoint_users, args.shared_items, args.target_tie_order))
+        text, summary = summarise(rows, heur, args.fractions, caption(args.split, args.direction, args.shared_items)
+                                  + TIE_CAPTIONS[args.target_tie_order], command)
         write_results(stem, text, {"summary": summary, "rows": rows, "heuristics": heur},
                       lambda path: plot(summary, args.fractions, path))
         print(text, flush=True)

@@ -58,6 +58,9 @@ def test_validate_broken_example(tmp_path, capsys):
     report = validate_folder(tmp_path / "broken")
     assert {(f.level, f.check, f.file, f.where) for f in report.findings} == BROKEN_FINDINGS
     assert "interactions per user: min 1, median 4, max 5" in report.summary
+    # alice's two latest rows share timestamp 4; bob's (12 and 11) do not; carol has one row
+    assert "users whose two latest interactions share a timestamp: 1 of 2 (50%; data.tie_order picks their test item)" \
+        in report.summary
     capsys.readouterr()
     assert main(["data", "validate", str(tmp_path / "broken")]) == 2
     out, err = capsys.readouterr()

@@ -313,3 +313,55 @@ def test_stride_equal_to_max_len_supervises_like_plain_windows():
     strided = collate_next_item([w for w in NextItemDataset(seqs, max_len=5, stride=5)])
     assert sorted(plain["targets"][plain["targets"] > 0].tolist()) == \
         sorted(strided["targets"][strided["targets"] > 0].tolist())
+
+
+# ---------------------------------------------------------------- ties in time
+
+
+def _tied_log():
+    from transrec.data.schema import IdMap, Interactions
+
+    # user 1: item 9 at t=0, then items 5, 2, 7 in one second (file order 5, 2, 7); user 2: 3 before 4 and 1 tied
+    users = IdMap(["a", "b"], kind="user")
+    return Interactions(users, arr(1, 1, 2, 1, 2, 2, 1), arr(5, 9, 4, 2, 3, 1, 7),
+                        np.array([1.0, 0.0, 5.0, 1.0, 2.0, 5.0, 1.0]))
+
+
+def test_tie_order_decides_only_within_one_timestamp():
+    log = _tied_log()
+    assert [s.tolist() for s in log.sequences()[1:]] == [[9, 5, 2, 7], [3, 4, 1]]  # the file's order
+    assert [s.tolist() for s in log.sequences("file")[1:]] == [[9, 5, 2, 7], [3, 4, 1]]
+    assert [s.tolist() for s in log.sequences("item")[1:]] == [[9, 2, 5, 7], [3, 1, 4]]
+    shuffled = [log.sequences("random", seed)[1:] for seed in range(20)]
+    for seqs in shuffled:  # a permutation inside each tie only: the earlier items stay first
+        assert seqs[0][0] == 9 and sorted(seqs[0][1:].tolist()) == [2, 5, 7]
+        assert seqs[1][0] == 3 and sorted(seqs[1][1:].tolist()) == [1, 4]
+    assert len({tuple(s[0].tolist()) for s in shuffled}) > 1  # it does shuffle
+    assert [s.tolist() for s in log.sequences("random", 3)[1:]] == [s.tolist() for s in shuffled[3]]  # seeded
+    with pytest.raises(ValueError, match="tie_order"):
+        log.sequences("alphabetical")
+    assert log.last_two_tied() == (2, 2)
+
+
+def test_prepare_data_tie_order_checks_and_warns(tmp_path, caplog):
+    from transrec.config import DataConfig
+    from transrec.data.pipeline import prepare_data
+    from transrec.errors import ConfigError
+
+    folder = tmp_path / "d"
+    folder.mkdir()
+    rows = ["user_id,item_id,timestamp", "a,i1,1", "a,i3,2", "a,i2,2", "b,i2,1", "b,i1,2", "b,i3,3"]
+    (folder / "interactions.csv").write_text("\n".join(rows) + "\n")
+    cfg = DataConfig(source="folder", path=str(folder))
+    data = prepare_data(cfg)
+    ids = data.dataset.items.ids
+    assert ids.decode(data.split.test.targets.tolist()) == ["i2", "i3"]  # a: file order puts i2 last
+    assert "1 of 2 users' two latest interactions share a timestamp" in caplog.text
+    cfg.tie_order = "item"  # catalogue order: i1, i3, i2 (first seen); so i2 still last
+    assert ids.decode(prepare_data(cfg).split.test.targets.tolist()) == ["i2", "i3"]
+    (folder / "items.csv").write_text("item_id\ni1\ni2\ni3\n")  # now the catalogue says i1, i2, i3
+    data = prepare_data(cfg)
+    assert data.dataset.items.ids.decode(data.split.test.targets.tolist()) == ["i3", "i3"]
+    cfg.tie_order = "time"
+    with pytest.raises(ConfigError, match="data.tie_order must be one of file, item, random"):
+        prepare_data(cfg)

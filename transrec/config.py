@@ -46,6 +46,7 @@ class DataConfig:
     user_holdout: float = 0.0  # keep one side of this share of the users (seeded; 0 = off): disjoint user bases
     user_holdout_side: str = "train"  # train: the other users | heldout: the held-out ones
     user_holdout_seed: int = 0
+    tie_order: str = "file"  # interactions of a user with one timestamp: file (the file's order) | item (by item id, as GroupLens CSV releases list them) | random (shuffled, fixed seed); decides the test item where the last ones tie
     extra_sources: list[dict] = field(default_factory=list)  # more datasets trained on with this one ([{source: synthetic, domain: A}]); ids prefixed <name>: (transrec.data.multisource)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,11 +10,14 @@ from pathlib import Path
 import numpy as np
 
 from transrec.data.holdout import hold_out_items, hold_out_users
-from transrec.data.schema import Interactions, ItemCatalog, RecDataset
+from transrec.data.schema import TIE_ORDERS, Interactions, ItemCatalog, RecDataset
 from transrec.data.splits import LeaveOneOutSplit, filter_sequences, leave_one_out
 from transrec.errors import ConfigError, DataError
 
 SOURCES = ("synthetic", "folder", "movielens", "peterrec")
+log = logging.getLogger(__name__)
+#: warn when at least this share of users' two latest interactions share a timestamp
+TIED_WARNING_SHARE = 0.05
 
 
 @dataclass
@@ -111,6 +115,18 @@ def restrict_dataset(dataset: RecDataset, keep: np.ndarray, name: str,
     return RecDataset(name, catalog_subset(items, keep), interactions, dataset.profiles)
 
 
+def ordered_sequences(dataset: RecDataset, tie_order: str, seed: int = 0) -> list[np.ndarray]:
+    """Per-user sequences in time order, ties as `tie_order` says; warns when many users' test item
+    ties with the item before it, since then the tie order, not time, picks the test item."""
+    if tie_order not in TIE_ORDERS:
+        raise ConfigError(f"data.tie_order must be one of {', '.join(TIE_ORDERS)}, got {tie_order!r}")
+    tied, users = dataset.interactions.last_two_tied()
+    if users and tied / users >= TIED_WARNING_SHARE:
+        log.warning("%s: %d of %d users' two latest interactions share a timestamp (%.0f%%); which one is the test "
+                    "item follows data.tie_order=%s", dataset.name, tied, users, 100 * tied / users, tie_order)
+    return dataset.interactions.sequences(tie_order, seed)
+
+
 def prepare_data(cfg) -> PreparedData:
     dataset = load_raw_dataset(cfg)
     if getattr(cfg, "user_holdout", 0.0):
@@ -128,8 +144,8 @@ def prepare_data(cfg) -> PreparedData:
                                  cfg.item_holdout_by, cfg.item_holdout_users)
     if cfg.max_len < 1:
         raise ConfigError(f"data.max_len must be >= 1, got {cfg.max_len}")
-    sequences = filter_sequences(dataset.interactions.sequences(), dataset.items.num_items,
-                                 cfg.min_user_interactions, cfg.k_core)
+    sequences = filter_sequences(ordered_sequences(dataset, getattr(cfg, "tie_order", "file")),
+                                 dataset.items.num_items, cfg.min_user_interactions, cfg.k_core)
     if len(dataset.interactions) == 0:
         raise DataError(f"{dataset.name}: no interactions")
     split = leave_one_out(sequences)

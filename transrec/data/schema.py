@@ -16,6 +16,10 @@ from transrec.errors import DataError, UnknownIdError
 
 PAD = "[PAD]"
 MODALITIES = ("id", "text", "image")
+#: how interactions of one user with the same timestamp are ordered: file (the file's order, as
+#: RecBole does), item (by catalogue index: GroupLens' CSV releases list each user's ratings by
+#: movie id, so their files give that order), random (shuffled, seeded)
+TIE_ORDERS = ("file", "item", "random")
 
 
 class IdMap:
@@ -141,13 +145,39 @@ class Interactions:
     def num_users(self) -> int:
         return len(self.users)
 
-    def sequences(self) -> list[np.ndarray]:
-        """Per-user item sequences ordered by time (ties keep file order); index 0 is empty."""
-        order = np.lexsort((np.arange(len(self.user)), self.timestamp, self.user))
+    def order(self, tie_order: str = "file", seed: int = 0) -> np.ndarray:
+        """Row order by user, then time; rows of one user with the same timestamp follow `tie_order`
+        (`TIE_ORDERS`). Leave-one-out's test item is the last of this order, so where a log stamps many
+        interactions with one time (bulk ratings), the tie order decides which is the test item."""
+        rows = np.arange(len(self.user))
+        if tie_order == "file":
+            ties = (rows,)
+        elif tie_order == "item":
+            ties = (rows, self.item)  # by catalogue index, then file order
+        elif tie_order == "random":
+            ties = (np.random.default_rng(seed).permutation(len(rows)),)
+        else:
+            raise ValueError(f"tie_order must be one of {TIE_ORDERS}, got {tie_order!r}")
+        return np.lexsort((*ties, self.timestamp, self.user))
+
+    def sequences(self, tie_order: str = "file", seed: int = 0) -> list[np.ndarray]:
+        """Per-user item sequences ordered by time (ties as `tie_order` says: by default the file's
+        order); index 0 is empty."""
+        order = self.order(tie_order, seed)
         user_sorted = self.user[order]
         items_sorted = self.item[order]
         bounds = np.searchsorted(user_sorted, np.arange(self.num_users + 2))
         return [items_sorted[bounds[u] : bounds[u + 1]] for u in range(self.num_users + 1)]
+
+    def last_two_tied(self) -> tuple[int, int]:
+        """(users whose two latest interactions share a timestamp, users with at least two): for those,
+        which one is the test item comes from the tie order, not from time."""
+        order = np.lexsort((self.timestamp, self.user))
+        user, time = self.user[order], self.timestamp[order]
+        last = np.flatnonzero(np.r_[user[1:] != user[:-1], True])  # each user's last row
+        has_two = last[(last > 0)]
+        has_two = has_two[user[has_two - 1] == user[has_two]]
+        return int((time[has_two - 1] == time[has_two]).sum()), len(has_two)
 
 
 @dataclass

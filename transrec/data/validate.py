@@ -195,6 +195,12 @@ def _check_interactions(report: Report, table: Table) -> tuple[list[str | None],
     counts = per_user.to_numpy() if len(per_user) else np.zeros(1, np.int64)
     report.summary.append(f"{name}: {len(table)} rows, {len(per_user)} users, {frame.i.nunique()} distinct items")
     report.summary.append(f"interactions per user: min {counts.min()}, median {np.median(counts):g}, max {counts.max()}")
+    if len(ok):
+        at_latest = ok[ok.t == ok.groupby("u").t.transform("max")].groupby("u").size()
+        tied, two = int((at_latest >= 2).sum()), int((ok.u.value_counts() >= 2).sum())
+        if tied:
+            report.summary.append(f"users whose two latest interactions share a timestamp: {tied} of {two} "
+                                  f"({100 * tied / max(two, 1):.0f}%; data.tie_order picks their test item)")
     short = per_user[per_user < MIN_INTERACTIONS]
     _add_rows(report, WARNING, "short-user", table, sorted(first_row[short.index]),
               lambda i: f"user {users[i]!r} has {per_user[users[i]]} interaction(s); users with fewer than "
