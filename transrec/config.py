@@ -119,7 +119,6 @@ class TrainConfig:
     # after holding out this share, and choose the zero-shot residual weight on the held-out items (0 = off)
     transfer_calibration: float = 0.0
     transfer_calibration_cases: int = 0  # 0: each held-out user's validation case; n > 0: its last n next-item cases (test, validation, earlier)
-    transfer_calibration_folds: int = 1  # 1: one kept side, one held-out side; 2: also the sides swapped (a second kept model), every weight chosen on both
 
 
 @dataclass

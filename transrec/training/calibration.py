@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -55,70 +54,39 @@ LEXICAL_GRID = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.
 CONTENT_PRIOR_GRID = (0.0, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
 
-#: the sides of each calibration fold: (the kept model trains on, it is evaluated on)
-FOLD_SIDES = (("train", "heldout"), ("heldout", "train"))
-
-
-@dataclass
-class CalibrationFold:
-    """A model trained without some items, and zero-shot cases on those items (groups weighed alike)."""
-
-    model: torch.nn.Module
-    data: object
-    cases: list
-
-
 def calibrate_residual(cfg: Config, output_dir: str | Path) -> dict:
-    """Train on the kept items, pick the residual weight on the held-out ones -> {"residual_weight", ...}.
-    With `train.transfer_calibration_folds=2` the sides are then swapped (a second model trains on the
-    held-out items, in `output_dir/fold2`) and each weight is chosen by the mean over both folds: twice the
-    cases and two models, so a pick rests less on one half's noise."""
-    if not cfg.model.content_residual:
-        raise ConfigError("train.transfer_calibration needs model.content_residual=true (it calibrates its weight)")
-    n_folds = cfg.train.transfer_calibration_folds
-    if n_folds not in (1, 2):
-        raise ConfigError(f"train.transfer_calibration_folds must be 1 or 2, got {n_folds}")
-    folds = [train_fold(cfg, *FOLD_SIDES[k], Path(output_dir) / ("fold2" if k else "")) for k in range(n_folds)]
-    # the kept models have no calibrated weights yet, so zero_shot_scoring adds only the terms swept so far
-    found = sweep_folds(folds, cfg)
-    out = {"residual_weight": found["residual_weight"], "heldout_share": cfg.train.transfer_calibration,
-           "heldout_items": sum(f.data.num_items for f in folds), "folds": n_folds,
-           "heldout_valid_NDCG@10_by_weight": found["by_residual_weight"], "lexical_weight": found["lexical_weight"]}
-    if "by_lexical_weight" in found:
-        out["heldout_valid_NDCG@10_by_lexical_weight"] = found["by_lexical_weight"]
-    out["content_prior_weight"] = found["content_prior_weight"]
-    out["heldout_valid_NDCG@10_by_content_prior_weight"] = found["by_content_prior_weight"]
-    return out
-
-
-def train_fold(cfg: Config, kept_side: str, held_side: str, output_dir: Path) -> CalibrationFold:
-    """Train `cfg` on one side of the item hold-out (`data.item_holdout` = `train.transfer_calibration`) and
-    load it with the other side's items and cases, ready to sweep."""
+    """Train on the kept items, pick the residual weight on the held-out ones -> {"residual_weight", ...}."""
+    from transrec.data.pipeline import prepare_data
     from transrec.training.trainer import train
 
+    if not cfg.model.content_residual:
+        raise ConfigError("train.transfer_calibration needs model.content_residual=true (it calibrates its weight)")
+    share = cfg.train.transfer_calibration
     kept = copy.deepcopy(cfg)
     kept.train.transfer_calibration = 0.0
-    kept.data.item_holdout, kept.data.item_holdout_side = cfg.train.transfer_calibration, kept_side
-    train(kept, output_dir)
-    return load_fold(cfg, output_dir / "model", held_side)
-
-
-def load_fold(cfg: Config, model_dir: Path, held_side: str) -> CalibrationFold:
-    """A trained kept model with the `held_side` items of the source config `cfg`'s calibration hold-out
-    attached, and their cases."""
-    from transrec.data.pipeline import prepare_data
+    kept.data.item_holdout, kept.data.item_holdout_side = share, "train"
+    held = copy.deepcopy(kept)
+    held.data.item_holdout_side = "heldout"
     from transrec.hub import load_model
 
-    held = copy.deepcopy(cfg)
-    held.data.item_holdout, held.data.item_holdout_side = cfg.train.transfer_calibration, held_side
-    model = load_model(model_dir)
+    train(kept, Path(output_dir))
+    model = load_model(Path(output_dir) / "model")
     # the content prior's memory of the kept items stays out: the held-out items are none of them, so it
     # could only add partial matches (sequels, same-genre texts) that a new domain's weight should not
     # be chosen on (on MovieLens it cut zero-shot from 0.0911 to 0.0830; benchmarks/README.md)
     model.clear_content_prior_memory()
     data = prepare_data(held.data)
     model.attach_content(model.item_encoder.build_content_store(data.dataset.items, cfg.data.on_bad_content))
-    return CalibrationFold(model, data, _cases_by_source(data, cfg))
+    cases = _cases_by_source(data, cfg)
+    # the kept model has no calibrated weights yet, so zero_shot_scoring adds only the terms swept so far
+    found = sweep_zero_shot_weights(model, data, cases, cfg)
+    out = {"residual_weight": found["residual_weight"], "heldout_share": share, "heldout_items": data.num_items,
+           "heldout_valid_NDCG@10_by_weight": found["by_residual_weight"], "lexical_weight": found["lexical_weight"]}
+    if "by_lexical_weight" in found:
+        out["heldout_valid_NDCG@10_by_lexical_weight"] = found["by_lexical_weight"]
+    out["content_prior_weight"] = found["content_prior_weight"]
+    out["heldout_valid_NDCG@10_by_content_prior_weight"] = found["by_content_prior_weight"]
+    return out
 
 
 def sweep_zero_shot_weights(model, data, cases: list, cfg: Config,
@@ -128,21 +96,15 @@ def sweep_zero_shot_weights(model, data, cases: list, cfg: Config,
     fixed, and left set on `model` -> {"residual_weight", "lexical_weight", "content_prior_weight",
     "by_<term>_weight": {weight: NDCG@10}}. Calibration runs it on held-out source items; run on a
     target's own validation cases it gives the best weights content-only zero-shot could have there."""
-    return sweep_folds([CalibrationFold(model, data, cases)], cfg, prior_grid)
-
-
-def sweep_folds(folds: list[CalibrationFold], cfg: Config, prior_grid: tuple[float, ...] = CONTENT_PRIOR_GRID) -> dict:
-    """`sweep_zero_shot_weights` over several folds: each weight scored by the mean over the folds (each the
-    mean over its case groups) and left set on every fold's model."""
     from transrec.models.recommender import lexical_texts
 
     out = {"lexical_weight": None}
-    terms = [("residual", WEIGHT_GRID)]
-    if any(lexical_texts(folds[0].data.dataset.items)):
-        terms.append(("lexical", LEXICAL_GRID))
-    terms.append(("content_prior", prior_grid))
-    for term, grid in terms:
-        out[f"{term}_weight"], out[f"by_{term}_weight"] = _sweep(folds, grid, f"set_transfer_{term}_weight", cfg,
+    terms = [("residual", WEIGHT_GRID, model.set_transfer_residual_weight)]
+    if any(lexical_texts(data.dataset.items)):
+        terms.append(("lexical", LEXICAL_GRID, model.set_transfer_lexical_weight))
+    terms.append(("content_prior", prior_grid, model.set_transfer_content_prior_weight))
+    for term, grid, set_weight in terms:
+        out[f"{term}_weight"], out[f"by_{term}_weight"] = _sweep(model, grid, set_weight, data, cases, cfg,
                                                                  term.replace("_", " "))
     return out
 
@@ -174,30 +136,21 @@ def _cases_by_source(data, cfg: Config) -> list:
     return cases_by_source(cases, data.dataset.interactions.users, prefixes)
 
 
-def _sweep(folds: list[CalibrationFold], grid: tuple[float, ...], setter: str, cfg: Config,
+def _sweep(model, grid: tuple[float, ...], set_weight, data, cases: list, cfg: Config,
            term: str) -> tuple[float, dict]:
-    """Zero-shot held-out NDCG@10 (the mean over the folds of the mean over each fold's case groups) for
-    each weight of `term` -> (the best, the smallest on ties; all). The best weight is left set on every
-    fold's model (`setter` names the method), so the next term is swept on top."""
+    """Zero-shot held-out NDCG@10 (the mean over `cases`' groups) for each weight of `term` ->
+    (the best, the smallest on ties; all). The best weight is left set, so the next term is swept on top."""
     from transrec.evaluation.evaluator import evaluate
-
-    def set_weight(w: float) -> None:
-        for fold in folds:
-            getattr(fold.model, setter)(w)
 
     found = {}
     with torch.no_grad():
         for w in grid:
             set_weight(w)
-            per_fold = []
-            for fold in folds:
-                with fold.model.zero_shot_scoring():
-                    scores = [evaluate(fold.model, group, cfg.eval, cfg.data.max_len)["NDCG@10"] for group in fold.cases]
-                per_fold.append(sum(scores) / len(scores))
-            found[w] = sum(per_fold) / len(per_fold)
+            with model.zero_shot_scoring():
+                scores = [evaluate(model, group, cfg.eval, cfg.data.max_len)["NDCG@10"] for group in cases]
+                found[w] = sum(scores) / len(scores)
         best = max(found, key=lambda w: (found[w], -w))
         set_weight(best)
-    log.info("transfer calibration on %d held-out items (%d fold(s)): %s weight %g (held-out valid NDCG@10 by "
-             "weight: %s)", sum(f.data.num_items for f in folds), len(folds), term, best,
-             ", ".join(f"{w:g}: {v:.4f}" for w, v in found.items()))
+    log.info("transfer calibration on %d held-out items: %s weight %g (held-out valid NDCG@10 by weight: %s)",
+             data.num_items, term, best, ", ".join(f"{w:g}: {v:.4f}" for w, v in found.items()))
     return best, found
