@@ -686,33 +686,3 @@ def test_model_variants_drop_only_terms_the_model_has():
         (None, None)]
     assert model_variants(SimpleNamespace(transfer_lexical_weight=0.0, transfer_content_prior_weight=5.0)) == [
         (0.0, 5.0), (0.0, 0.0)]
-
-
-def test_popularity_offset_adds_log_counts_in_domain_and_is_gone_on_new_items(tiny_world, tmp_path):
-    """model.popularity_offset=w: every in-domain score is the learned one + w x log(1 + training count) (checked
-    against the same weights without the term), the saved model keeps it (strict load), and attaching content
-    (a new domain: zero-shot, fine-tuning) removes it."""
-    from transrec.data.pipeline import prepare_data
-
-    cfg = load_config(None, content_overrides(tiny_world, "A", **{
-        "train.epochs": 1, "model.score": "cosine", "model.text_trainable_blocks": 0,
-        "model.image_trainable_blocks": 0, "model.cache_frozen": "true", "model.popularity_offset": 0.5}))
-    train(cfg, tmp_path / "run")
-    model = load_model(tmp_path / "run" / "model").eval()
-    data = prepare_data(cfg.data)
-    store = model.item_encoder.build_content_store(data.dataset.items)
-    model.attach_content(store, same_catalog=True)  # in-domain: the counts stay
-    counts = torch.as_tensor(data.item_counts(), dtype=torch.float32)
-    assert model.popularity_offset == 0.5
-    torch.testing.assert_close(model.popularity_log_counts, torch.log1p(counts))
-    batch = {"items": torch.tensor([[0, 3, 5], [2, 4, 1]])}
-    with torch.no_grad():
-        with_offset = model.score(model.encode_users(batch), model.all_item_vectors())
-        model.set_popularity_offset(0.0)
-        plain = model.score(model.encode_users(batch), model.all_item_vectors())
-    torch.testing.assert_close(with_offset, plain + 0.5 * torch.log1p(counts))
-    with pytest.raises(ValueError, match="counts"):
-        model.set_popularity_offset(1.0, counts[:-1])
-    source = load_model(tmp_path / "run" / "model")
-    source.attach_content(store)  # by default attached content is taken for other items (a new domain)
-    assert source.popularity_offset == 0.0 and not hasattr(source, "popularity_log_counts")

@@ -78,7 +78,6 @@ class ModelConfig:
     content_residual: bool = False  # content models: + learned weight x the encoder's own cosine to the last item
     residual_weight: float = 1.0  # content_residual: the weight's initial value (it is learned)
     lexical_numbers: bool = True  # zero-shot lexical term: match digit runs (years) too; false drops them
-    popularity_offset: float = 0.0  # train (and score in-domain) with + this x log(1 + training count) per item, a fixed term, so the learned score models preference beyond popularity; dropped on new items (0 = off)
     pretrained: bool = True  # start content backbones from their pretrained weights (where they have any)
 
 

@@ -168,7 +168,7 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
                  score_scale: float = 10.0, residual_weight: float = 1.0,
                  transfer_residual_weight: float | None = None, transfer_lexical_weight: float | None = None,
                  transfer_content_prior_weight: float | None = None, lexical_numbers: bool = True,
-                 content_prior_memory: int = 0, popularity_offset: float = 0.0):
+                 content_prior_memory: int = 0):
         super().__init__()
         if score not in SCORES:
             raise ConfigError(f"model.score must be one of {', '.join(SCORES)}, got {score!r}")
@@ -206,11 +206,6 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
             if content_prior_memory:  # its memory of the source's items (content_prior.py), sized by the config
                 self.set_content_prior_memory(torch.zeros(content_prior_memory, self.item_encoder.feature_dim),
                                               torch.zeros(content_prior_memory), 1.0)
-        #: a fixed term popularity_offset x log(1 + training count) in every score of the training catalogue
-        #: (`set_popularity_offset`): the learned score is left to model preference beyond popularity
-        self.popularity_offset = float(popularity_offset)
-        if self.popularity_offset:
-            self.register_buffer("popularity_log_counts", torch.zeros(num_items + 1))
         if hasattr(self.item_encoder, "config_kwargs") and isinstance(self._hub_mixin_config, dict):
             # content encoders resolve their backbone configs once; save those, so loading never downloads
             self._hub_mixin_config["item_encoder_args"] = self.item_encoder.config_kwargs()
@@ -223,15 +218,11 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
     def causal(self) -> bool:
         return bool(getattr(self.user_encoder, "causal", True))
 
-    def attach_content(self, store, same_catalog: bool = False) -> None:
-        """Give a content item encoder the items it encodes (a new domain's items for transfer). The
-        popularity offset's counts belong to the catalogue trained on: kept only if `same_catalog` says the
-        store holds those very items, in that order."""
+    def attach_content(self, store) -> None:
+        """Give a content item encoder the items it encodes (a new domain's items for transfer)."""
         if not self.is_content_model:
             raise TypeError("attach_content needs a content item encoder (text, image, mixture)")
         self.item_encoder.set_content(store)
-        if not (same_catalog and store.num_items == self.num_items):
-            self.set_popularity_offset(0.0)
         self.num_items = store.num_items
         self._sync_hub_config()
 
@@ -316,20 +307,6 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
             self._lexical = (store, tfidf_features(texts).to(self._device()))
         return self._lexical[1][items]
 
-    def set_popularity_offset(self, weight: float, counts: torch.Tensor | None = None) -> None:
-        """Score every item with + `weight` x log(1 + its count) too (`counts` [num_items + 1], the training
-        split's); 0 removes the term. Trained with it, the learned score need not learn popularity, which does
-        not carry to a new catalogue; `attach_content` removes it, so zero-shot and fine-tuning never see it."""
-        if weight and (counts is None or len(counts) != self.num_items + 1):
-            raise ValueError(f"popularity offset: need counts for {self.num_items + 1} item indices")
-        self._buffers.pop("popularity_log_counts", None)
-        self.popularity_offset = float(weight)
-        if weight:
-            self.register_buffer("popularity_log_counts", torch.log1p(torch.as_tensor(counts, dtype=torch.float32))
-                                 .to(self._device()))
-        if isinstance(self._hub_mixin_config, dict):
-            self._hub_mixin_config["popularity_offset"] = self.popularity_offset
-
     def clear_content_prior_memory(self) -> None:
         """Drop the content prior's memory (the regression alone predicts)."""
         for name in MEMORY_NAMES:
@@ -392,8 +369,6 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
             vectors = torch.cat([vectors, self._lexical_features(items).to(vectors.dtype)], -1)
         if self._prior_on:
             vectors = torch.cat([vectors, self.content_prior(items).unsqueeze(-1).to(vectors.dtype)], -1)
-        if self.popularity_offset:
-            vectors = torch.cat([vectors, self.popularity_log_counts[items].unsqueeze(-1).to(vectors.dtype)], -1)
         return vectors
 
     def user_states(self, hidden: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
@@ -407,8 +382,6 @@ class SequentialRecommender(nn.Module, StrictSafetensorsMixin, library_name="tra
             hidden = torch.cat([hidden, self.transfer_lexical_weight * self._lexical_features(items).to(hidden.dtype)], -1)
         if self._prior_on:
             hidden = torch.cat([hidden, hidden.new_full((*hidden.shape[:-1], 1), self.transfer_content_prior_weight)], -1)
-        if self.popularity_offset:
-            hidden = torch.cat([hidden, hidden.new_full((*hidden.shape[:-1], 1), self.popularity_offset)], -1)
         return hidden
 
     def _similarity_features(self, items: torch.Tensor) -> torch.Tensor:
@@ -543,7 +516,7 @@ def build_model(model_cfg, num_items: int, max_len: int, mask_token: bool = Fals
                                  mask_token=mask_token, score=model_cfg.score,
                                  content_residual=model_cfg.content_residual,
                                  residual_weight=model_cfg.residual_weight,
-                                 lexical_numbers=model_cfg.lexical_numbers)  # popularity_offset: set by the trainer
+                                 lexical_numbers=model_cfg.lexical_numbers)
 
 
 def item_encoder_args(model_cfg) -> dict[str, Any]:

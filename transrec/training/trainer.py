@@ -231,8 +231,6 @@ def _train(accelerator: Accelerator, cfg: Config, output_dir: Path, resume: bool
             log.info("content backbones start from their pretrained weights")
         if init_model is None:
             fit_centres(model.item_encoder)
-    if init_model is None and cfg.model.popularity_offset and hasattr(model, "set_popularity_offset"):
-        model.set_popularity_offset(cfg.model.popularity_offset, torch.as_tensor(data.item_counts()))
     valid_loader = eval_loader(data.split.valid, max_len, cfg.eval.batch_size)
     test_loader = eval_loader(data.split.test, max_len, cfg.eval.batch_size)
     tracker = CsvTracker(output_dir / "log.csv", accelerator.is_main_process)
