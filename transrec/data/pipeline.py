@@ -115,16 +115,17 @@ def restrict_dataset(dataset: RecDataset, keep: np.ndarray, name: str,
     return RecDataset(name, catalog_subset(items, keep), interactions, dataset.profiles)
 
 
-def ordered_sequences(dataset: RecDataset, tie_order: str, seed: int = 0) -> list[np.ndarray]:
+def ordered_sequences(dataset: RecDataset, tie_order: str) -> list[np.ndarray]:
     """Per-user sequences in time order, ties as `tie_order` says; warns when many users' test item
     ties with the item before it, since then the tie order, not time, picks the test item."""
     if tie_order not in TIE_ORDERS:
         raise ConfigError(f"data.tie_order must be one of {', '.join(TIE_ORDERS)}, got {tie_order!r}")
-    tied, users = dataset.interactions.last_two_tied()
+    order = dataset.interactions.order(tie_order)  # sorted once, for the count and the sequences
+    tied, users = dataset.interactions.last_two_tied(order)
     if users and tied / users >= TIED_WARNING_SHARE:
         log.warning("%s: %d of %d users' two latest interactions share a timestamp (%.0f%%); which one is the test "
                     "item follows data.tie_order=%s", dataset.name, tied, users, 100 * tied / users, tie_order)
-    return dataset.interactions.sequences(tie_order, seed)
+    return dataset.interactions.sequences_in(order)
 
 
 def prepare_data(cfg) -> PreparedData:

@@ -163,19 +163,23 @@ class Interactions:
     def sequences(self, tie_order: str = "file", seed: int = 0) -> list[np.ndarray]:
         """Per-user item sequences ordered by time (ties as `tie_order` says: by default the file's
         order); index 0 is empty."""
-        order = self.order(tie_order, seed)
+        return self.sequences_in(self.order(tie_order, seed))
+
+    def sequences_in(self, order: np.ndarray) -> list[np.ndarray]:
+        """Per-user item sequences from a row order of `order()`; index 0 is empty."""
         user_sorted = self.user[order]
         items_sorted = self.item[order]
         bounds = np.searchsorted(user_sorted, np.arange(self.num_users + 2))
         return [items_sorted[bounds[u] : bounds[u + 1]] for u in range(self.num_users + 1)]
 
-    def last_two_tied(self) -> tuple[int, int]:
+    def last_two_tied(self, order: np.ndarray | None = None) -> tuple[int, int]:
         """(users whose two latest interactions share a timestamp, users with at least two): for those,
-        which one is the test item comes from the tie order, not from time."""
-        order = np.lexsort((self.timestamp, self.user))
+        which one is the test item comes from the tie order, not from time. `order`: a row order of
+        `order()` already computed (any tie order gives the same counts)."""
+        order = self.order() if order is None else order
         user, time = self.user[order], self.timestamp[order]
         last = np.flatnonzero(np.r_[user[1:] != user[:-1], True])  # each user's last row
-        has_two = last[(last > 0)]
+        has_two = last[last > 0]
         has_two = has_two[user[has_two - 1] == user[has_two]]
         return int((time[has_two - 1] == time[has_two]).sum()), len(has_two)
 
